@@ -1,0 +1,90 @@
+"""Users' own data: a CSV manifest.
+
+Schema (header row required, extra columns ignored)::
+
+    path,pid,camid,split
+    images/0001_a.jpg,1,0,train
+    images/0002_b.jpg,2,1,query
+
+* ``path``: image file, absolute or relative to the manifest's folder.
+* ``pid``: integer person id (``0`` and up; ``-1`` marks junk and is dropped,
+  counted, as in Market-1501).
+* ``camid``: integer camera id, ``0`` and up (0-based).
+* ``split``: ``train``, ``query`` or ``gallery``.
+
+Rows that break the schema are skipped and reported with their line numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from fmn_core.data.assemble import LoadedDataset, assemble
+from fmn_core.data.image_check import ImageCheck
+from fmn_core.data.report import DatasetError, DatasetLayoutError, DatasetReport
+from fmn_core.data.schema import SPLITS
+
+REQUIRED_COLUMNS = ("path", "pid", "camid", "split")
+
+
+def read_custom(manifest: str | Path, dataset: str = "custom", check_images: ImageCheck = "header",
+                strict: bool = True) -> LoadedDataset:
+    """Read a CSV manifest (or a folder holding ``manifest.csv``)."""
+    manifest = Path(manifest).expanduser().absolute()
+    if manifest.is_dir():
+        manifest = manifest / "manifest.csv"
+    if not manifest.is_file():
+        raise DatasetLayoutError(
+            f"custom: manifest {manifest} does not exist; expected a CSV file with columns "
+            f"{','.join(REQUIRED_COLUMNS)} (or a folder holding manifest.csv)")
+    base = manifest.parent
+    report = DatasetReport(dataset, str(manifest))
+    rows: list[dict] = []
+    malformed: list[str] = []
+    missing_files: list[str] = []
+    junk: list[str] = []
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = [name.strip() for name in (reader.fieldnames or [])]
+        absent = [name for name in REQUIRED_COLUMNS if name not in header]
+        if absent:
+            raise DatasetError(f"custom: {manifest} lacks the columns {absent}; its header is {header}, "
+                               f"expected at least {','.join(REQUIRED_COLUMNS)}")
+        for line_no, raw in enumerate(reader, start=2):
+            record = {(k or "").strip(): (v or "").strip() for k, v in raw.items()}
+            problem = _row_problem(record)
+            if problem:
+                malformed.append(f"{manifest}:{line_no}: {problem}")
+                continue
+            path = Path(record["path"]).expanduser()
+            path = path if path.is_absolute() else base / path
+            if int(record["pid"]) == -1:
+                junk.append(str(path))
+                continue
+            if not path.is_file():
+                missing_files.append(f"{manifest}:{line_no}: {path}")
+                continue
+            rows.append({"path": str(path), "pid": int(record["pid"]), "camid": int(record["camid"]),
+                         "split": record["split"], "filename": path.name})
+    report.add("malformed_row", "warning", "manifest rows that break the schema; skipped", malformed)
+    report.add("missing_file", "warning", "manifest rows whose image file does not exist; skipped", missing_files)
+    report.add("junk_image", "info", "pid -1 rows, dropped as junk", junk)
+    return assemble(rows, report, check_images, strict)
+
+
+def _row_problem(record: dict[str, str]) -> str | None:
+    if not record["path"]:
+        return "empty path"
+    for column in ("pid", "camid"):
+        try:
+            int(record[column])
+        except ValueError:
+            return f"{column}={record[column]!r} is not an integer"
+    if int(record["pid"]) < -1:
+        return f"pid={record['pid']} is negative (only -1, junk, is allowed)"
+    if int(record["camid"]) < 0:
+        return f"camid={record['camid']} is negative; camera ids are 0-based"
+    if record["split"] not in SPLITS:
+        return f"split={record['split']!r} is not one of {'/'.join(SPLITS)}"
+    return None

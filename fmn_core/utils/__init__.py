@@ -1,0 +1,1 @@
+"""Small helpers shared by the data, engine and retrieval modules."""
