@@ -2,12 +2,20 @@
 
     fmn generate --preset small data/synthetic      # write the synthetic Market-style dataset
     fmn inspect market1501 /data/Market-1501        # read a dataset, print its report, save the split table
+    fmn train-stage1 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo
+    fmn train-stage2 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo \
+        --grn runs/demo/grn.pt
     fmn demo                                        # the default pipeline on synthetic data
+
+Multi-GPU: ``torchrun --nproc_per_node 4 -m fmn_core train-stage1 ...``.
+Any training option can be changed with ``--set name=value`` (see ``fmn_core.engine.config``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -32,16 +40,107 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    """Generate the synthetic data, train both stages with the CPU preset, extract, evaluate."""
     from fmn_core.data.synthetic import generate_synthetic
+    from fmn_core.engine import preset, train_stage1, train_stage2
+    from fmn_core.retrieval import extract_descriptors
+    from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
 
     root = Path(args.data_dir) / "synthetic"
-    summary = generate_synthetic(root, args.preset, workers=args.workers)
-    print(summary)
+    out = Path(args.artifacts_dir) / "synthetic"
+    print(generate_synthetic(root, args.preset, workers=args.workers))
     loaded = read_dataset("synthetic", root, check_images="decode")
     print(loaded.report.to_markdown())
-    out = loaded.save(Path(args.artifacts_dir) / "synthetic" / "splits.parquet")
-    print(f"split table written to {out}")
+    loaded.save(out / "splits.parquet")
+    config = preset("cpu")
+    first = train_stage1(loaded.table, config, out)
+    second = train_stage2(loaded.table, config, first.checkpoint, out)
+    descriptors, _ = extract_descriptors(second.checkpoint, loaded.table)
+    descriptors.save(out / "descriptors.parquet")
+    print(results_markdown(evaluate_descriptors(descriptors)))
+    print(f"checkpoints, descriptors and metrics are in {out}/")
     return 0
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    """``["batch_size=64", "amp=none"]`` -> typed values, by the TrainConfig field types."""
+    import dataclasses
+
+    from fmn_core.engine.config import TrainConfig
+
+    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects name=value, got {pair!r}")
+        kind = str(types.get(name, "str"))
+        if kind.startswith("bool"):
+            value = None if raw.lower() in ("none", "auto") else raw.lower() in ("1", "true", "yes", "on")
+        elif kind == "int":
+            value = int(raw)
+        elif kind == "float":
+            value = float(raw)
+        else:
+            value = raw
+        out[name] = value
+    return out
+
+
+def _load_table(args: argparse.Namespace):
+    from fmn_core.data import load_split_table
+
+    if args.splits:
+        return load_split_table(args.splits)
+    if not (args.dataset and args.root):
+        raise ValueError("give either --splits (a saved split table) or --dataset and --root")
+    return read_dataset(args.dataset, args.root).table
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fmn_core.engine import preset, train_stage1, train_stage2
+
+    config = preset(args.preset, **_parse_overrides(args.set))
+    table = _load_table(args)
+    if args.command == "train-stage1":
+        result = train_stage1(table, config, args.out, resume=not args.no_resume)
+    else:
+        result = train_stage2(table, config, args.grn, args.out, resume=not args.no_resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"stage {result.stage}: {result.epochs} epochs in {result.wall_seconds:.1f} s "
+              f"({result.images_per_second:.0f} images/s on {result.device}); final {result.final}")
+        print(f"checkpoint written to {result.checkpoint}")
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from fmn_core.retrieval import extract_descriptors
+
+    table = _load_table(args)
+    descriptors, rate = extract_descriptors(args.checkpoint, table, batch_size=args.batch_size, device=args.device,
+                                            flip=args.flip)
+    path = descriptors.save(args.out)
+    print(f"{len(descriptors)} descriptors ({rate:.0f} images/s) written to {path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fmn_core.retrieval.descriptors import DescriptorTable
+    from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
+
+    results = evaluate_descriptors(DescriptorTable.load(args.descriptors))
+    print(results_markdown(results))
+    if args.json:
+        from fmn_core.utils.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps({k: v.summary() for k, v in results.items()}, indent=2))
+    return 0
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=sorted(DATASET_READERS), help="dataset name (with --root)")
+    parser.add_argument("--root", type=Path, help="dataset root")
+    parser.add_argument("--splits", type=Path, help="a saved split table instead of --dataset/--root")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--out", type=Path, help="write the split table here (Parquet)")
     inspect.set_defaults(func=_inspect)
 
+    for name, text in (("train-stage1", "stage 1: fine-tune the GRN (Algorithm 1, lines 1-2)"),
+                       ("train-stage2", "stage 2: freeze the GRN, train MN + LAN (Algorithm 1, line 3)")):
+        train = commands.add_parser(name, help=text)
+        _add_data_arguments(train)
+        train.add_argument("--preset", default="cpu", help="paper or cpu")
+        train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one option")
+        train.add_argument("--out", type=Path, required=True, help="folder for checkpoints and metrics")
+        train.add_argument("--no-resume", action="store_true", help="ignore a partial checkpoint in --out")
+        if name == "train-stage2":
+            train.add_argument("--grn", type=Path, required=True, help="the stage-1 checkpoint (grn.pt)")
+        train.set_defaults(func=_train)
+
+    extract = commands.add_parser("extract", help="query and gallery descriptors (GRN, LAN, FMN) to Parquet")
+    _add_data_arguments(extract)
+    extract.add_argument("--checkpoint", type=Path, required=True, help="the stage-2 checkpoint (fmn.pt)")
+    extract.add_argument("--out", type=Path, required=True, help="descriptor table to write (.parquet)")
+    extract.add_argument("--batch-size", type=int, default=256)
+    extract.add_argument("--device", default="auto")
+    extract.add_argument("--flip", action="store_true", help="average with the mirrored image's features")
+    extract.set_defaults(func=_extract)
+
+    evaluate = commands.add_parser("evaluate", help="CMC / mAP / mINP of a descriptor table (Table 1's rows)")
+    evaluate.add_argument("descriptors", type=Path, help="a table written by 'fmn extract'")
+    evaluate.add_argument("--json", type=Path, help="also write the metrics here")
+    evaluate.set_defaults(func=_evaluate)
+
     demo = commands.add_parser("demo", help="the default pipeline on the synthetic dataset")
     demo.add_argument("--preset", default="small")
     demo.add_argument("--data-dir", default="data")
@@ -76,6 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

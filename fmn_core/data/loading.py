@@ -116,7 +116,7 @@ class ReIDImageDataset(torch.utils.data.Dataset):
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         self.paths = [str(p) for p in paths]
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
         self.size = size
 
     def __len__(self) -> int:
@@ -181,7 +181,7 @@ class CachedBatches:
                  dtype: torch.dtype = torch.float32, indices: Sequence[int] | None = None,
                  rank: int = 0, world_size: int = 1):
         self.cache = cache
-        self.labels = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+        self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
         if len(self.labels) != len(cache):
             raise ValueError(f"{len(cache)} cached images but {len(self.labels)} labels")
         if batch_size < 1:

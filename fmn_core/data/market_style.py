@@ -46,15 +46,16 @@ DUKEMTMC = NamingScheme("dukemtmc_reid", re.compile(r"^(-1|\d{4})_c(\d)_f(\d{7})
                         "0001_c2_f0046182.jpg", num_cameras=8)
 
 
-def find_root(root: str | Path, scheme: NamingScheme) -> Path:
+def find_root(root: str | Path, scheme: NamingScheme, dataset: str | None = None) -> Path:
     """Accept the dataset folder itself or its parent (e.g. ``Market-1501-v15.09.15``)."""
     root = Path(root).expanduser().absolute()
+    name = dataset or scheme.dataset
     if not root.exists():
         raise DatasetLayoutError(
-            f"{scheme.dataset}: dataset root {root} does not exist; expected a folder holding "
+            f"{name}: dataset root {root} does not exist; expected a folder holding "
             f"{', '.join(SPLIT_FOLDERS.values())}/")
     if not root.is_dir():
-        raise DatasetLayoutError(f"{scheme.dataset}: dataset root {root} is a file, expected a folder")
+        raise DatasetLayoutError(f"{name}: dataset root {root} is a file, expected a folder")
     if all((root / folder).is_dir() for folder in SPLIT_FOLDERS.values()):
         return root
     candidates = [child for child in sorted(root.iterdir())
@@ -63,14 +64,14 @@ def find_root(root: str | Path, scheme: NamingScheme) -> Path:
         return candidates[0]
     missing = [f"{root / f}/" for f in SPLIT_FOLDERS.values() if not (root / f).is_dir()]
     raise DatasetLayoutError(
-        f"{scheme.dataset}: {root} is not laid out as expected: missing {', '.join(missing)} "
+        f"{name}: {root} is not laid out as expected: missing {', '.join(missing)} "
         f"(expected the folders {', '.join(SPLIT_FOLDERS.values())} with images named like {scheme.example})")
 
 
 def read_market_style(root: str | Path, scheme: NamingScheme, dataset: str | None = None,
                       check_images: ImageCheck = "header", strict: bool = True) -> LoadedDataset:
     """Read a Market-style root into a split table and report."""
-    base = find_root(root, scheme)
+    base = find_root(root, scheme, dataset)
     report = DatasetReport(dataset or scheme.dataset, str(base))
     rows: list[dict] = []
     malformed: list[str] = []

@@ -1,0 +1,302 @@
+"""Algorithm 1: the two training stages.
+
+Stage 1 (:func:`train_stage1`) fine-tunes the GRN on identity classification
+(eq. 4) while the MN and LAN stay fixed. Stage 2 (:func:`train_stage2`)
+freezes the GRN (no gradients, BatchNorm in eval mode so its statistics do
+not move) and trains the MN and LAN with cross-entropy plus the ranking loss
+(eq. 4 + eq. 5).
+
+Both stages write ``<stage>.partial.pt`` every ``checkpoint_every`` epochs and
+the final ``grn.pt`` / ``fmn.pt`` at the end, each atomically. A run that is
+killed and started again resumes from the partial checkpoint and, because
+each epoch's batch order and augmentation are seeded by (seed, epoch), ends
+with the same weights as an uninterrupted run. Per-epoch metrics go to
+``stage1_metrics.jsonl`` / ``stage2_metrics.jsonl``.
+
+On CUDA: bf16 autocast, channels_last, data already on the GPU, and no
+host-device synchronisation inside the step loop. Under ``torchrun`` the
+model is wrapped in DistributedDataParallel and each rank trains on its shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from fmn_core.data.loading import CachedBatches, ImageCache
+from fmn_core.data.schema import label_map as table_label_map
+from fmn_core.data.schema import num_train_identities
+from fmn_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fmn_core.engine.config import TrainConfig
+from fmn_core.engine.distributed import DistContext, all_reduce_sum, barrier, init_distributed, resolve_device
+from fmn_core.engine.progress import DeviceMeter, EpochProgress, write_metrics_log
+from fmn_core.losses import identity_loss, ranking_loss
+from fmn_core.models import FeatureMaskNetwork
+
+log = logging.getLogger(__name__)
+
+STAGE_FILES = {1: "grn.pt", 2: "fmn.pt"}
+#: config fields that may change between a run and its resumption without changing the result
+RUNTIME_FIELDS = {"device", "decode_workers", "checkpoint_every"}
+
+EpochCallback = Callable[[int, int, dict], None]
+
+
+@dataclass
+class TrainResult:
+    """What a stage produced and how it went."""
+
+    checkpoint: Path
+    stage: int
+    epochs: int
+    history: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    images_per_second: float = 0.0
+    resumed_from_epoch: int = 0
+    device: str = "cpu"
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+@dataclass
+class _Runtime:
+    context: DistContext
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+
+
+def _runtime(config: TrainConfig) -> _Runtime:
+    context = init_distributed(config.device)
+    device = resolve_device(config.device, context)
+    amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
+    amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    return _Runtime(context, device, amp_dtype, channels_last)
+
+
+def _train_split(table: pd.DataFrame) -> tuple[list[str], list[int], dict[int, int], str]:
+    train = table[table["split"] == "train"]
+    if train.empty:
+        raise ValueError("the split table has no train rows: nothing to learn identities from")
+    paths, labels = train["path"].tolist(), train["label"].astype(int).tolist()
+    digest = hashlib.sha1("\n".join(f"{p}\t{lab}" for p, lab in zip(paths, labels, strict=True)).encode())
+    return paths, labels, table_label_map(table), digest.hexdigest()
+
+
+def _comparable(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+
+
+def _stage1_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(images, branch="grn")
+    loss = identity_loss(out.grn_logits, labels)
+    n = torch.tensor(labels.shape[0], device=labels.device, dtype=torch.float64)
+    correct = (out.grn_logits.argmax(1) == labels).sum()
+    return loss, torch.stack([loss.detach().double() * n, correct.double(), n])
+
+
+STAGE1_METRICS = ["loss", "acc", "count"]
+
+
+def _stage2_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                 config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(images, branch="all")
+    ce = identity_loss(out.lan_logits, labels)
+    rank = ranking_loss(out.grn_logits, out.lan_logits, labels, config.margin)
+    loss = ce + config.rank_weight * rank
+    n = torch.tensor(labels.shape[0], device=labels.device, dtype=torch.float64)
+    lan_correct = (out.lan_logits.argmax(1) == labels).sum().double()
+    grn_correct = (out.grn_logits.argmax(1) == labels).sum().double()
+    return loss, torch.stack([loss.detach().double() * n, ce.detach().double() * n, rank.detach().double() * n,
+                              lan_correct, grn_correct, n])
+
+
+STAGE2_METRICS = ["loss", "ce", "rank", "acc", "grn_acc", "count"]
+
+
+def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, table: pd.DataFrame,
+               out_dir: Path, runtime: _Runtime, resume: bool, progress: bool,
+               on_epoch_end: EpochCallback | None, cache: ImageCache | None, extra: dict) -> TrainResult:
+    start_wall = time.perf_counter()
+    epochs, lr, drop = ((config.stage1_epochs, config.stage1_lr, config.stage1_lr_drop_epoch) if stage == 1 else
+                        (config.stage2_epochs, config.stage2_lr, config.stage2_lr_drop_epoch))
+    step_fn, metric_names = (_stage1_step, STAGE1_METRICS) if stage == 1 else (_stage2_step, STAGE2_METRICS)
+    paths, labels, label_map, fingerprint = _train_split(table)
+    extra = {**extra, "train_fingerprint": fingerprint}
+    context, device = runtime.context, runtime.device
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final_path, partial_path = out_dir / STAGE_FILES[stage], out_dir / f"{STAGE_FILES[stage][:-3]}.partial.pt"
+    metrics_path = out_dir / f"stage{stage}_metrics.jsonl"
+
+    model.to(device)
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop], gamma=config.lr_gamma)
+
+    start_epoch, history = 0, []
+    if resume and partial_path.is_file():
+        try:
+            state = load_checkpoint(partial_path)
+            same = (state["stage"] == stage and state["extra"] == extra
+                    and _comparable(state["config"]) == _comparable(config.to_dict()))
+        except CheckpointError as exc:
+            log.warning("ignoring unreadable partial checkpoint: %s", exc)
+            same = False
+        if same:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, history = state["epoch"], list(state["history"])
+            log.info("stage %d resumes from %s at epoch %d", stage, partial_path, start_epoch)
+        else:
+            log.warning("partial checkpoint %s was made with other settings or data; starting over", partial_path)
+
+    if cache is None or cache.size != config.input_size:
+        cache = ImageCache.build(paths, config.input_size, workers=config.decode_workers or None)
+    batches = CachedBatches(cache, labels, config.batch_size, augment=True, pad=config.crop_pad, seed=config.seed
+                            + 7919 * stage, device=device, channels_last=runtime.channels_last,
+                            rank=context.rank, world_size=context.world_size)
+    if len(batches) == 0:
+        raise ValueError(f"{len(paths)} training images make no full batch of {config.batch_size} "
+                         f"(on {context.world_size} process(es)); lower batch_size")
+    wrapped = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+               if context.enabled else model)
+    scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp_dtype == torch.float16)
+    trained_images, trained_seconds = 0, 0.0
+
+    for epoch in range(start_epoch, epochs):
+        wrapped.train()
+        batches.set_epoch(epoch)
+        meter = DeviceMeter(metric_names, device)
+        bar = EpochProgress(len(batches), f"stage {stage} epoch {epoch + 1}/{epochs}", progress and context.is_main)
+        current_lr = optimizer.param_groups[0]["lr"]
+        epoch_start = time.perf_counter()
+        for images, targets in batches:
+            with torch.autocast(device.type, dtype=runtime.amp_dtype or torch.float32,
+                                enabled=runtime.amp_dtype is not None):
+                loss, stats = step_fn(wrapped, images, targets, config)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            meter.add(stats)
+            bar.step(images.shape[0], meter, "loss", "acc")
+        scheduler.step()
+        totals = dict(zip(metric_names, all_reduce_sum(meter.sums.clone(), context).tolist(), strict=True))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - epoch_start
+        bar.close()
+        count = totals.pop("count")
+        row = {"stage": stage, "epoch": epoch + 1, "lr": current_lr,
+               **{name: value / count for name, value in totals.items()},
+               "images": int(count), "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+        history.append(row)
+        trained_images, trained_seconds = trained_images + int(count), trained_seconds + seconds
+        if context.is_main:
+            write_metrics_log(metrics_path, history)
+            if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < epochs:
+                save_checkpoint(partial_path, model=model, config=config, stage=stage, epoch=epoch + 1,
+                                complete=False, label_map=label_map, optimizer=optimizer, scheduler=scheduler,
+                                history=history, extra=extra)
+            if progress:
+                shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                                  if k not in ("stage",))
+                print(f"stage {stage} | {shown}", flush=True)
+        barrier(context)
+        if on_epoch_end is not None:
+            on_epoch_end(stage, epoch + 1, row)
+
+    if context.is_main:
+        save_checkpoint(final_path, model=model, config=config, stage=stage, epoch=epochs, complete=True,
+                        label_map=label_map, optimizer=optimizer, scheduler=scheduler, history=history, extra=extra)
+        partial_path.unlink(missing_ok=True)
+        write_metrics_log(metrics_path, history)
+    barrier(context)
+    return TrainResult(checkpoint=final_path, stage=stage, epochs=epochs, history=history,
+                       wall_seconds=time.perf_counter() - start_wall,
+                       images_per_second=trained_images / trained_seconds if trained_seconds else 0.0,
+                       resumed_from_epoch=start_epoch, device=str(device))
+
+
+def train_stage1(table: pd.DataFrame, config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
+                 progress: bool = True, on_epoch_end: EpochCallback | None = None,
+                 cache: ImageCache | None = None) -> TrainResult:
+    """Algorithm 1, lines 1-2: fine-tune the GRN; writes ``out_dir/grn.pt``."""
+    config.validate()
+    runtime = _runtime(config)
+    torch.manual_seed(config.seed)
+    model = FeatureMaskNetwork(num_train_identities(table), arch=config.arch, pretrained=config.pretrained,
+                               masked_layer=config.masked_layer, input_size=config.input_size,
+                               log_mask_max=config.log_mask_max)
+    for module in model.local_modules():  # theta_m, theta_l stay fixed in stage 1
+        module.requires_grad_(False)
+    return _run_stage(stage=1, model=model, config=config, table=table, out_dir=Path(out_dir), runtime=runtime,
+                      resume=resume, progress=progress, on_epoch_end=on_epoch_end, cache=cache, extra={})
+
+
+def stage2_model(grn_state: dict, config: TrainConfig, num_classes: int, source: str) -> FeatureMaskNetwork:
+    """A network with the stage-1 GRN, frozen, and a fresh MN and LAN for ``config``.
+
+    The LAN's stages start from theta_o, the weights the GRN started from,
+    which the GRN checkpoint carries (``lan_init='grn'`` would copy the fine-tuned
+    GRN instead; not the paper's choice, so not offered). The masked layer may
+    differ from the one the GRN checkpoint was built with (Table 5's ablation
+    reuses one GRN) as long as the checkpoint holds theta_o for the LAN's stages.
+    """
+    if grn_state["stage"] != 1 or not grn_state["complete"]:
+        raise CheckpointError(f"{source} is not a finished stage-1 (GRN) checkpoint "
+                              f"(stage {grn_state['stage']}, complete={grn_state['complete']})")
+    grn_config = TrainConfig.from_dict(grn_state["config"])
+    for name in ("arch", "input_height", "input_width"):
+        if getattr(grn_config, name) != getattr(config, name):
+            raise CheckpointError(f"{source} was trained with {name}={getattr(grn_config, name)!r} but stage 2 "
+                                  f"is configured with {name}={getattr(config, name)!r}")
+    if grn_state["num_classes"] != num_classes:
+        raise CheckpointError(f"{source} was trained for {grn_state['num_classes']} identities, but the training "
+                              f"split has {num_classes}: it belongs to another dataset or split")
+    torch.manual_seed(config.seed + 1)
+    model = FeatureMaskNetwork(num_classes, arch=config.arch, pretrained="none", masked_layer=config.masked_layer,
+                               input_size=config.input_size, log_mask_max=config.log_mask_max)
+    weights, own = grn_state["model"], model.state_dict()
+    merged = {}
+    for key, value in own.items():
+        if key.startswith(("grn_stages.", "grn_classifier.", "lan_stages.")):
+            if key not in weights:
+                raise CheckpointError(f"{source} holds no initial weights for {key}: it was built with masked_layer="
+                                      f"{grn_config.masked_layer!r}; train the GRN with masked_layer='pool1'")
+            merged[key] = weights[key]
+        else:
+            merged[key] = value
+    model.load_state_dict(merged)
+    model.freeze_grn()
+    return model
+
+
+def train_stage2(table: pd.DataFrame, config: TrainConfig, grn_checkpoint: str | Path, out_dir: str | Path, *,
+                 resume: bool = True, progress: bool = True, on_epoch_end: EpochCallback | None = None,
+                 cache: ImageCache | None = None) -> TrainResult:
+    """Algorithm 1, line 3: freeze the GRN, train MN + LAN; writes ``out_dir/fmn.pt``."""
+    config.validate()
+    runtime = _runtime(config)
+    grn_checkpoint = Path(grn_checkpoint)
+    grn_state = load_checkpoint(grn_checkpoint)
+    model = stage2_model(grn_state, config, num_train_identities(table), str(grn_checkpoint))
+    grn_digest = hashlib.sha1(grn_checkpoint.read_bytes()).hexdigest()
+    return _run_stage(stage=2, model=model, config=config, table=table, out_dir=Path(out_dir), runtime=runtime,
+                      resume=resume, progress=progress, on_epoch_end=on_epoch_end, cache=cache,
+                      extra={"grn_checkpoint_sha1": grn_digest})

@@ -1,0 +1,217 @@
+"""Image descriptors (section 3.4) and the tables that hold them.
+
+For every query and gallery image the trained network gives the GRN feature
+``g`` and the LAN feature ``l``. Three descriptors are stored, each the one a
+row of Table 1 is computed with:
+
+* ``grn``: g / ||g|| (the baseline row, 2048-d for ResNet-50)
+* ``lan``: l / ||l||
+* ``fmn``: eq. (6), [alpha g/||g||, (1 - alpha) l/||l||] (4096-d)
+
+Optional flip averaging (a common test-time practice, not the paper's) adds the
+features of the horizontally flipped image before normalising.
+
+A :class:`DescriptorTable` is written as Parquet: one row per image with
+path, pid, camid and split, and one fixed-size list column per descriptor,
+so any Arrow reader gets the matrices back without copying.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from fmn_core.data.loading import CachedBatches, ImageCache, decode_image, normalize
+from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from fmn_core.models import FeatureMaskNetwork
+from fmn_core.models.fmn import fmn_descriptor
+from fmn_core.utils.atomic import atomic_write_path
+
+DESCRIPTOR_KINDS: tuple[str, ...] = ("grn", "lan", "fmn")
+META_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "split")
+
+
+@dataclass
+class DescriptorTable:
+    """Row metadata plus one float32 matrix per descriptor kind."""
+
+    meta: pd.DataFrame
+    features: dict[str, np.ndarray]
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        for kind, matrix in self.features.items():
+            if matrix.shape[0] != len(self.meta):
+                raise ValueError(f"descriptor {kind!r} has {matrix.shape[0]} rows for {len(self.meta)} images")
+
+    def __len__(self) -> int:
+        return len(self.meta)
+
+    def subset(self, split: str) -> DescriptorTable:
+        """The rows of one split (``query`` or ``gallery``)."""
+        mask = (self.meta["split"] == split).to_numpy()
+        return DescriptorTable(self.meta[mask].reset_index(drop=True),
+                               {k: v[mask] for k, v in self.features.items()}, self.alpha)
+
+    def save(self, path: str | Path) -> Path:
+        """Parquet, written atomically; the descriptor width and alpha go into the schema metadata."""
+        columns = {name: pa.array(self.meta[name].to_numpy()) for name in META_COLUMNS}
+        for kind, matrix in self.features.items():
+            flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
+            columns[kind] = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
+        table = pa.table(columns).replace_schema_metadata({"fmn.alpha": str(self.alpha)})
+        path = Path(path)
+        with atomic_write_path(path) as tmp:
+            pq.write_table(table, tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> DescriptorTable:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"descriptor table not found: {path}")
+        table = pq.read_table(path)
+        missing = [c for c in META_COLUMNS if c not in table.column_names]
+        if missing:
+            raise ValueError(f"{path} is not a descriptor table: missing columns {missing}")
+        meta = table.select(list(META_COLUMNS)).to_pandas()
+        features = {}
+        for kind in DESCRIPTOR_KINDS:
+            if kind in table.column_names:
+                column = table.column(kind).combine_chunks()
+                width = column.type.list_size
+                features[kind] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        alpha = float((table.schema.metadata or {}).get(b"fmn.alpha", b"0.5"))
+        return cls(meta, features, alpha)
+
+
+def _features(model: FeatureMaskNetwork, images: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    out = model(images)
+    g, l = out.g.float(), out.l.float()  # noqa: E741
+    if flip:
+        mirrored = model(images.flip(-1))
+        g, l = g + mirrored.g.float(), l + mirrored.l.float()  # noqa: E741
+    return g, l
+
+
+@torch.inference_mode()
+def compute_features(model: FeatureMaskNetwork, cache: ImageCache, *, batch_size: int = 256,
+                     device: torch.device | str = "cpu", flip: bool = False, progress: bool = True,
+                     amp: bool | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """g and l for every cached image, in order; returns (g, l, images per second).
+
+    Results stay on the device until the end (no per-batch synchronisation);
+    bf16 autocast and channels_last on CUDA unless ``amp=False``.
+    """
+    device = torch.device(device)
+    use_amp = device.type == "cuda" if amp is None else amp
+    model = model.to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    batches = CachedBatches(cache, np.zeros(len(cache), dtype=np.int64), batch_size, shuffle=False, drop_last=False,
+                            augment=False, device=device, channels_last=device.type == "cuda")
+    gs, ls = [], []
+    start = time.perf_counter()
+    with tqdm(total=len(cache), desc="descriptors", unit="img", disable=not progress, leave=False) as bar:
+        for images, _ in batches:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                g, l = _features(model, images, flip)  # noqa: E741
+            gs.append(g)
+            ls.append(l)
+            bar.update(images.shape[0])
+    g_all, l_all = torch.cat(gs).cpu(), torch.cat(ls).cpu()
+    seconds = time.perf_counter() - start
+    return g_all, l_all, len(cache) / max(seconds, 1e-9)
+
+
+def extract_descriptors(checkpoint: str | Path | FeatureMaskNetwork, table: pd.DataFrame, *,
+                        splits: Sequence[str] = ("query", "gallery"), batch_size: int = 256,
+                        device: str | torch.device = "auto", flip: bool = False, alpha: float | None = None,
+                        cache: ImageCache | None = None, progress: bool = True) -> tuple[DescriptorTable, float]:
+    """Descriptors for the rows of ``table`` in ``splits``; returns the table and images/s."""
+    model, config_alpha = _load_model(checkpoint)
+    alpha = config_alpha if alpha is None else alpha
+    rows = table[table["split"].isin(list(splits))].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError(f"the split table has no rows in {list(splits)}")
+    if cache is None or cache.paths != rows["path"].tolist():
+        cache = ImageCache.build(rows["path"].tolist(), model.input_size)
+    device = _resolve(device)
+    g, l, rate = compute_features(model, cache, batch_size=batch_size, device=device, flip=flip, progress=progress)  # noqa: E741
+    features = {"grn": F.normalize(g, dim=1).numpy(), "lan": F.normalize(l, dim=1).numpy(),
+                "fmn": fmn_descriptor(g, l, alpha).numpy()}
+    return DescriptorTable(rows[list(META_COLUMNS)].copy(), features, alpha), rate
+
+
+def extraction_throughput(checkpoint: str | Path, cache: ImageCache, batch_size: int, device: torch.device | str,
+                          repeats: int = 2) -> float:
+    """Steady-state images/s of descriptor extraction (the first pass is a warm-up)."""
+    model, _ = _load_model(checkpoint)
+    rates = [compute_features(model, cache, batch_size=batch_size, device=device, progress=False)[2]
+             for _ in range(max(2, repeats))]
+    return float(np.median(rates[1:]))
+
+
+class FeatureExtractor:
+    """FMN descriptors for image paths, HxWx3 uint8 arrays or PIL images, like torchreid's extractor.
+
+    >>> extractor = FeatureExtractor("runs/demo/fmn.pt")
+    >>> d = extractor(["a.jpg", "b.jpg"])        # (2, 2 * feature width) eq. (6) descriptors
+    >>> g = extractor(["a.jpg"], kind="grn")      # GRN-only descriptors
+    """
+
+    def __init__(self, checkpoint: str | Path | FeatureMaskNetwork, device: str | torch.device = "auto",
+                 alpha: float | None = None):
+        self.model, config_alpha = _load_model(checkpoint)
+        self.alpha = config_alpha if alpha is None else alpha
+        self.device = _resolve(device)
+        self.model.to(self.device).eval()
+
+    def _to_tensor(self, item) -> torch.Tensor:
+        size = self.model.input_size
+        if isinstance(item, (str, Path)):
+            return torch.from_numpy(decode_image(item, size))
+        array = np.asarray(item)
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"expected an image path or an HxWx3 array, got shape {array.shape}")
+        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).unsqueeze(0).float()
+        resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
+        return resized.round().clamp(0, 255).to(torch.uint8)[0]
+
+    @torch.inference_mode()
+    def __call__(self, images: Sequence, kind: str = "fmn", flip: bool = False) -> torch.Tensor:
+        if kind not in DESCRIPTOR_KINDS:
+            raise ValueError(f"kind must be one of {DESCRIPTOR_KINDS}, got {kind!r}")
+        batch = normalize(torch.stack([self._to_tensor(item) for item in images]).to(self.device))
+        g, l = _features(self.model, batch, flip)  # noqa: E741
+        if kind == "grn":
+            return F.normalize(g, dim=1).cpu()
+        if kind == "lan":
+            return F.normalize(l, dim=1).cpu()
+        return fmn_descriptor(g, l, self.alpha).cpu()
+
+
+def _load_model(checkpoint: str | Path | FeatureMaskNetwork) -> tuple[FeatureMaskNetwork, float]:
+    if isinstance(checkpoint, FeatureMaskNetwork):
+        return checkpoint, 0.5
+    state = load_checkpoint(checkpoint)
+    if state["stage"] != 2:
+        raise ValueError(f"{checkpoint} is a stage-{state['stage']} checkpoint; descriptors need the trained FMN "
+                         "(stage 2, fmn.pt), which holds both the GRN and the LAN")
+    return model_from_checkpoint(state, source=str(checkpoint)), float(state["config"].get("alpha", 0.5))
+
+
+def _resolve(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -1,0 +1,44 @@
+"""Table 1 of the paper for one dataset: GRN, LAN and FMN rows (plus FMN + re-ranking)."""
+
+from __future__ import annotations
+
+from fmn_core.retrieval.descriptors import DescriptorTable
+from fmn_core.retrieval.distance import pairwise_distance
+from fmn_core.retrieval.evaluation import EvaluationResult, evaluate
+
+ROW_NAMES = {"grn": "GRN", "lan": "LAN", "fmn": "FMN"}
+
+
+def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int = 20, k2: int = 6,
+                         lambda_value: float = 0.3, max_rank: int = 50,
+                         device: str = "cpu") -> dict[str, EvaluationResult]:
+    """One evaluation per descriptor kind (squared Euclidean distance), plus FMN + re-ranking if asked.
+
+    Re-ranking uses :func:`re_ranking_features`, so it never holds an N x N matrix.
+    """
+    query, gallery = table.subset("query"), table.subset("gallery")
+    labels = (query.meta["pid"].to_numpy(), gallery.meta["pid"].to_numpy(), query.meta["camid"].to_numpy(),
+              gallery.meta["camid"].to_numpy())
+    results = {}
+    for kind, name in ROW_NAMES.items():
+        if kind in table.features:
+            distmat = pairwise_distance(query.features[kind], gallery.features[kind], device=device)
+            results[name] = evaluate(distmat, *labels, max_rank=max_rank)
+    if rerank:
+        from fmn_core.retrieval.reranking import re_ranking_features
+
+        if "fmn" not in table.features:
+            raise ValueError("re-ranking needs the FMN descriptors, which this table lacks")
+        distmat = re_ranking_features(query.features["fmn"], gallery.features["fmn"], k1, k2, lambda_value, device)
+        results["FMN + re-ranking"] = evaluate(distmat, *labels, max_rank=max_rank)
+    return results
+
+
+def results_markdown(results: dict[str, EvaluationResult]) -> str:
+    """A Markdown table like the paper's Table 1: rank-1/5/10/20, mAP and mINP in percent."""
+    lines = ["| method | rank-1 | rank-5 | rank-10 | rank-20 | mAP | mINP |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, result in results.items():
+        s = result.summary()
+        lines.append(f"| {name} | {s['rank1']:.2f} | {s['rank5']:.2f} | {s['rank10']:.2f} | {s['rank20']:.2f} | "
+                     f"{s['mAP']:.2f} | {s['mINP']:.2f} |")
+    return "\n".join(lines)

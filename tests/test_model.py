@@ -1,0 +1,131 @@
+"""The network of section 3.1-3.2: shapes, the mask equations, numerics, descriptors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from fmn_core.models import FeatureMaskNetwork, MixingNetwork, WeightsUnavailableError, fmn_descriptor, reshape_mask
+from fmn_core.models.backbone import build_resnet, imagenet_weights_file
+from fmn_core.models.fmn import feature_map_size
+
+
+@pytest.mark.parametrize("input_size", [(256, 128), (224, 224), (128, 64)])
+@pytest.mark.parametrize("masked_layer,stride", [("pool1", 4), ("res2", 4), ("res3", 8), ("res4", 16)])
+def test_shapes_for_every_masked_layer_and_input(masked_layer, stride, input_size):
+    torch.manual_seed(0)
+    model = FeatureMaskNetwork(7, arch="resnet18", masked_layer=masked_layer, input_size=input_size).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, *input_size), return_maps=True)
+    expected_mask = (math.ceil(input_size[0] / stride), math.ceil(input_size[1] / stride))
+    assert tuple(out.mask.shape) == (2, *expected_mask)
+    assert out.g.shape == out.l.shape == (2, 512)
+    assert out.grn_logits.shape == out.lan_logits.shape == (2, 7)
+    assert out.grn_map.shape == out.lan_map.shape
+    assert len(model.lan_stages) == {"pool1": 4, "res2": 3, "res3": 2, "res4": 1}[masked_layer]
+
+
+def test_paper_mask_sizes_for_resnet50():
+    # Table 5: 56x56 at Pool1/Res2, 28x28 at Res3, 14x14 at Res4 for 224x224 input; 64x32 at pool1 for 256x128.
+    assert feature_map_size((224, 224), "stem") == (56, 56)
+    assert feature_map_size((224, 224), "res3") == (28, 28)
+    assert feature_map_size((224, 224), "res4") == (14, 14)
+    assert feature_map_size((256, 128), "stem") == (64, 32)
+    model = FeatureMaskNetwork(751, arch="resnet50")
+    assert model.mixing.transform.in_features == 2048  # g: Table 1's 2048-d GRN descriptor
+    assert model.mixing.transform.out_features == 64 * 32
+
+
+def test_mask_equations_on_a_hand_worked_example():
+    mixing = MixingNetwork(global_dim=2, mask_size=(2, 3))  # h = 2, w = 3
+    with torch.no_grad():
+        mixing.transform.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0],
+                                                    [-1.0, 0.0], [2.0, 0.0], [0.0, -3.0]]))
+        mixing.transform.bias.zero_()
+    g = torch.tensor([[1.0, 2.0]])
+    # eq. (1): m' = ReLU(W^T g) = ReLU([1, 2, 3, -1, 2, -6]) = [1, 2, 3, 0, 2, 0]
+    # eq. (2): column-major, k = h*j + i: column 0 = [m'0, m'1], column 1 = [m'2, m'3], column 2 = [m'4, m'5]
+    expected = torch.exp(torch.tensor([[[1.0, 3.0, 2.0], [2.0, 0.0, 0.0]]]))
+    mask = mixing.mask(g)
+    assert torch.allclose(mask, expected)
+    # eq. (3): every channel of f is multiplied by the same mask
+    f = torch.arange(2 * 2 * 3, dtype=torch.float32).view(1, 2, 2, 3)
+    mixed, _ = mixing(f, g)
+    assert torch.allclose(mixed[0, 0], f[0, 0] * expected[0]) and torch.allclose(mixed[0, 1], f[0, 1] * expected[0])
+
+
+def test_reshape_mask_is_column_major():
+    flat = torch.arange(6.0).view(1, 6)
+    assert reshape_mask(flat, 2, 3).tolist() == [[[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]]]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mask_stays_finite_under_autocast_with_extreme_inputs(dtype):
+    torch.manual_seed(0)
+    model = FeatureMaskNetwork(5, arch="resnet18", input_size=(64, 32)).eval()
+    extreme = torch.full((2, 512), 1e6)
+    with torch.autocast("cpu", dtype=dtype):
+        mask = model.mixing.mask(extreme)
+    assert mask.dtype == torch.float32 and torch.isfinite(mask).all()
+    assert mask.max() <= math.exp(10.0) * (1 + 1e-6) and mask.min() >= 1.0
+    huge_images = torch.randn(2, 3, 64, 32) * 1e4
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(huge_images)
+    assert torch.isfinite(out.mask).all() and torch.isfinite(out.l.float()).all()
+
+
+def test_descriptor_equation_6():
+    g, l = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 2.0, 0.0]])  # noqa: E741
+    d = fmn_descriptor(g, l, alpha=0.5)
+    assert torch.allclose(d, torch.tensor([[0.3, 0.4, 0.0, 0.5, 0.0]]))
+    assert torch.allclose(fmn_descriptor(g, l, alpha=0.25)[0, :2], torch.tensor([0.15, 0.2]))
+
+
+def test_lan_starts_from_the_grn_initial_weights():
+    torch.manual_seed(0)
+    model = FeatureMaskNetwork(5, arch="resnet18", input_size=(64, 32))
+    for name, stage in model.lan_stages.items():
+        for (k, a), (_, b) in zip(stage.state_dict().items(), model.grn_stages[name].state_dict().items(), strict=True):
+            assert torch.equal(a, b), k
+        assert stage is not model.grn_stages[name]
+        assert all(p.data_ptr() != q.data_ptr() for p, q in zip(stage.parameters(), model.grn_stages[name].parameters(),
+                                                                 strict=True))
+
+
+def test_missing_imagenet_weights_fail_fast_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    file, url = imagenet_weights_file("resnet50")
+    assert str(file).startswith(str(tmp_path))
+    with pytest.raises(WeightsUnavailableError) as info:
+        build_resnet("resnet50", "imagenet")
+    message = str(info.value)
+    assert file.name in message and str(file) in message and url in message and "pretrained='none'" in message
+
+
+def test_local_weights_file_is_used(tmp_path):
+    torch.manual_seed(3)
+    source = build_resnet("resnet18")
+    torch.save(source.state_dict(), tmp_path / "r18.pth")
+    loaded = build_resnet("resnet18", str(tmp_path / "r18.pth"))
+    assert torch.equal(loaded.conv1.weight, source.conv1.weight)
+    (tmp_path / "bad.pth").write_bytes(b"garbage")
+    with pytest.raises(WeightsUnavailableError, match="cannot read pretrained weights"):
+        build_resnet("resnet18", str(tmp_path / "bad.pth"))
+    with pytest.raises(WeightsUnavailableError, match="do not fit resnet50: 198 missing"):
+        build_resnet("resnet50", str(tmp_path / "r18.pth"))
+    with pytest.raises(WeightsUnavailableError, match="does not exist"):
+        build_resnet("resnet18", str(tmp_path / "nope.pth"))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'"):
+        FeatureMaskNetwork(5, arch="vgg16")
+    with pytest.raises(ValueError, match="masked_layer must be one of"):
+        FeatureMaskNetwork(5, arch="resnet18", masked_layer="res5")
+    with pytest.raises(ValueError, match="num_classes"):
+        FeatureMaskNetwork(1, arch="resnet18")
+    model = FeatureMaskNetwork(5, arch="resnet18", input_size=(64, 32))
+    with pytest.raises(ValueError, match="built for another input size"):
+        model(torch.randn(1, 3, 128, 64))
