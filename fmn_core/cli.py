@@ -57,7 +57,7 @@ def _demo(args: argparse.Namespace) -> int:
     second = train_stage2(loaded.table, config, first.checkpoint, out)
     descriptors, _ = extract_descriptors(second.checkpoint, loaded.table)
     descriptors.save(out / "descriptors.parquet")
-    print(results_markdown(evaluate_descriptors(descriptors)))
+    print(results_markdown(evaluate_descriptors(descriptors, rerank=True)))
     print(f"checkpoints, descriptors and metrics are in {out}/")
     return 0
 
@@ -128,7 +128,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fmn_core.retrieval.descriptors import DescriptorTable
     from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
 
-    results = evaluate_descriptors(DescriptorTable.load(args.descriptors))
+    results = evaluate_descriptors(DescriptorTable.load(args.descriptors), rerank=args.rerank)
     print(results_markdown(results))
     if args.json:
         from fmn_core.utils.atomic import atomic_write_text
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="CMC / mAP / mINP of a descriptor table (Table 1's rows)")
     evaluate.add_argument("descriptors", type=Path, help="a table written by 'fmn extract'")
+    evaluate.add_argument("--rerank", action="store_true", help="add the FMN + k-reciprocal re-ranking row")
     evaluate.add_argument("--json", type=Path, help="also write the metrics here")
     evaluate.set_defaults(func=_evaluate)
 

@@ -49,8 +49,8 @@ def test_train_extract_evaluate(tiny_root, tmp_path):
     out = fmn("extract", *data, "--checkpoint", str(tmp_path / "run" / "fmn.pt"), "--out",
               str(tmp_path / "desc.parquet"), "--flip", cwd=tmp_path)
     assert "144 descriptors" in out.stdout  # 58 query + 86 gallery
-    out = fmn("evaluate", str(tmp_path / "desc.parquet"), "--json", str(tmp_path / "m.json"), cwd=tmp_path)
-    assert "| GRN |" in out.stdout and "| LAN |" in out.stdout and "| FMN |" in out.stdout
+    out = fmn("evaluate", str(tmp_path / "desc.parquet"), "--rerank", "--json", str(tmp_path / "m.json"), cwd=tmp_path)
+    assert all(f"| {row} |" in out.stdout for row in ("GRN", "LAN", "FMN", "FMN + re-ranking"))
     assert (tmp_path / "m.json").is_file()
 
 

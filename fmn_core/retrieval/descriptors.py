@@ -39,6 +39,7 @@ from fmn_core.utils.atomic import atomic_write_path
 
 DESCRIPTOR_KINDS: tuple[str, ...] = ("grn", "lan", "fmn")
 META_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "split")
+META_TYPES = {"path": "string", "pid": "int64", "camid": "int64", "split": "string"}
 
 
 @dataclass
@@ -50,6 +51,7 @@ class DescriptorTable:
     alpha: float = 0.5
 
     def __post_init__(self) -> None:
+        self.meta = self.meta[list(META_COLUMNS)].astype(META_TYPES).reset_index(drop=True)
         for kind, matrix in self.features.items():
             if matrix.shape[0] != len(self.meta):
                 raise ValueError(f"descriptor {kind!r} has {matrix.shape[0]} rows for {len(self.meta)} images")

@@ -1,0 +1,108 @@
+"""Descriptor tables (eq. 6), the feature extractor, and the pictures (Figures 1 and 4, CMC, training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fmn_core.data import read_dataset
+from fmn_core.data.loading import decode_image
+from fmn_core.data.synthetic import generate_synthetic
+from fmn_core.engine import load_checkpoint, model_from_checkpoint, preset, train_stage1, train_stage2
+from fmn_core.engine.progress import read_metrics_log
+from fmn_core.retrieval import DescriptorTable, FeatureExtractor, extract_descriptors
+from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
+from fmn_core.viz import plot_cmc, plot_heatmaps, plot_ranked_lists, plot_training_curves
+from fmn_core.viz.ranked_lists import RankedRow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pics") / "synthetic"
+    generate_synthetic(root, "tiny")
+    table = read_dataset("synthetic", root).table
+    out = tmp_path_factory.mktemp("run")
+    config = preset("cpu", input_height=64, input_width=32, batch_size=16, stage1_epochs=2, stage2_epochs=2,
+                    stage1_lr=0.02, stage2_lr=0.02, decode_workers=2)
+    first = train_stage1(table, config, out, progress=False)
+    second = train_stage2(table, config, first.checkpoint, out, progress=False)
+    descriptors, _ = extract_descriptors(second.checkpoint, table, progress=False)
+    return table, out, second.checkpoint, descriptors
+
+
+def test_descriptor_table_holds_table_1_descriptors(trained, tmp_path):
+    table, _, _, descriptors = trained
+    expected_rows = int(table.split.isin(["query", "gallery"]).sum())
+    assert len(descriptors) == expected_rows
+    assert descriptors.features["grn"].shape == (expected_rows, 512)
+    assert descriptors.features["fmn"].shape == (expected_rows, 1024)
+    assert np.allclose(np.linalg.norm(descriptors.features["grn"], axis=1), 1, atol=1e-5)
+    # eq. (6) with alpha = 0.5: both halves have norm 0.5
+    fmn = descriptors.features["fmn"]
+    assert np.allclose(np.linalg.norm(fmn[:, :512], axis=1), 0.5, atol=1e-5)
+    assert np.allclose(fmn[:, 512:], 0.5 * descriptors.features["lan"], atol=1e-6)
+    path = descriptors.save(tmp_path / "d.parquet")
+    again = DescriptorTable.load(path)
+    assert again.meta.equals(descriptors.meta) and again.alpha == 0.5
+    for kind in ("grn", "lan", "fmn"):
+        assert np.array_equal(again.features[kind], descriptors.features[kind])
+    assert set(again.subset("query").meta.split) == {"query"}
+
+
+def test_flip_averaging_is_mirror_symmetric(trained, tmp_path):
+    _, _, checkpoint, _ = trained
+    extractor = FeatureExtractor(checkpoint, device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (64, 32, 3), dtype=np.uint8)
+    plain = extractor([image])
+    flipped = extractor([image], flip=True)
+    mirror = extractor([image[:, ::-1].copy()], flip=True)
+    assert not torch.allclose(plain, flipped)
+    assert torch.allclose(flipped, mirror, atol=1e-5)
+
+
+def test_extractor_on_paths_matches_the_table(trained):
+    _, _, checkpoint, descriptors = trained
+    extractor = FeatureExtractor(checkpoint, device="cpu")
+    paths = descriptors.meta.path[:3].tolist()
+    from_paths = extractor(paths, kind="grn")
+    assert np.allclose(from_paths.numpy(), descriptors.features["grn"][:3], atol=1e-4)
+    arrays = [decode_image(p, (64, 32)).transpose(1, 2, 0) for p in paths]
+    assert torch.allclose(extractor(arrays, kind="lan"), extractor(paths, kind="lan"), atol=1e-5)
+    with pytest.raises(ValueError, match="HxWx3"):
+        extractor([np.zeros((4, 4))])
+
+
+def test_stage_1_checkpoint_cannot_make_descriptors(trained):
+    table, out, _, _ = trained
+    with pytest.raises(ValueError, match="stage-1 checkpoint; descriptors need the trained FMN"):
+        extract_descriptors(out / "grn.pt", table, progress=False)
+
+
+def test_results_table_and_pictures(trained, tmp_path):
+    _, out, checkpoint, descriptors = trained
+    results = evaluate_descriptors(descriptors, rerank=True)
+    assert list(results) == ["GRN", "LAN", "FMN", "FMN + re-ranking"]
+    markdown = results_markdown(results)
+    assert markdown.count("\n") == 5 and "| FMN + re-ranking |" in markdown
+
+    query, gallery = descriptors.subset("query"), descriptors.subset("gallery")
+    rows = [RankedRow("FMN", query.meta.path[i], gallery.meta.path[:10].tolist(), [i % 2 == 0] * 10) for i in range(2)]
+    model = model_from_checkpoint(load_checkpoint(checkpoint))
+    pictures = [
+        plot_cmc(results, tmp_path / "cmc.png"),
+        plot_ranked_lists(rows, tmp_path / "ranked.png"),
+        plot_heatmaps(model, query.meta.path[:4].tolist(), tmp_path / "heat.png"),
+        plot_training_curves([read_metrics_log(out / "stage1_metrics.jsonl"),
+                              read_metrics_log(out / "stage2_metrics.jsonl")], tmp_path / "train.png"),
+    ]
+    for picture in pictures:
+        assert picture.stat().st_size > 5_000
+        with Image.open(picture) as image:
+            assert image.format == "PNG" and image.width > 200 and image.height > 150
+            pixels = np.asarray(image.convert("L"))
+            assert pixels.std() > 10  # something was drawn
+    with pytest.raises(ValueError, match="no ranked rows"):
+        plot_ranked_lists([], tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
