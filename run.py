@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up the project's virtual environment on first use, then run one of its jobs.
 
-    python3 run.py main    # the whole pipeline on the bundled synthetic data
+    python3 run.py main    # the whole Dagster asset graph on the bundled synthetic data
     python3 run.py test    # the test suite (extra arguments go to pytest)
 
 Only the Python standard library is used here, so this works on a machine
@@ -53,7 +53,8 @@ def main() -> int:
     if job == "test":
         command = [str(PYTHON), "-m", "pytest", *extra]
     else:
-        command = [str(PYTHON), "-m", "fmn_core", "demo", *extra]
+        env["FMN_PROJECT_DIR"] = str(ROOT)
+        command = [str(PYTHON), "-m", "fmn_assets.main", *extra]
     return subprocess.call(command, cwd=ROOT, env=env)
 
 

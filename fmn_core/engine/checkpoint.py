@@ -61,6 +61,11 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: TrainCo
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def _first_sentence(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text.split(". ")[0]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with ``weights_only=True``; any damage becomes a :class:`CheckpointError` naming the file."""
     path = Path(path)
@@ -71,7 +76,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # zip, pickle and unpickler errors all mean "damaged file"
         raise CheckpointError(
             f"checkpoint {path} ({path.stat().st_size} bytes) is truncated, corrupt or not a checkpoint of this "
-            f"project ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); train again or "
+            f"project ({type(exc).__name__}: {_first_sentence(exc)}); train again or "
             f"restore it (dvc pull)") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an FMN checkpoint (expected format {FORMAT!r})")

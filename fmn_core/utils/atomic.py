@@ -16,6 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _read_umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+#: Read once, at import, while nothing else runs: os.umask can only be read by setting it.
+_UMASK = _read_umask()
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
@@ -45,6 +55,7 @@ def atomic_write_path(destination: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, destination)
         _fsync_dir(destination.parent)
     finally:

@@ -1,0 +1,157 @@
+"""Training stage: Algorithm 1's two checkpoints, and checks that they load and make sense."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import torch
+
+from fmn_assets.assets.data import OWNERS, dataset_splits, split_table
+from fmn_assets.configs import FMNTrainingConfig, GRNTrainingConfig
+from fmn_assets.metadata import history_markdown
+from fmn_assets.partitions import dataset_partitions
+from fmn_assets.resources import DVCResource, ProjectPaths
+from fmn_core.data import num_train_identities
+from fmn_core.engine import CheckpointError, TrainConfig, TrainResult, load_checkpoint, train_stage1, train_stage2
+from fmn_core.engine.progress import read_metrics_log
+from fmn_core.models import WeightsUnavailableError
+
+#: One GPU per training step on Kubernetes (dagster-k8s reads this tag; local runs ignore it).
+GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {
+    "requests": {"nvidia.com/gpu": "1", "cpu": "4", "memory": "24Gi"},
+    "limits": {"nvidia.com/gpu": "1", "memory": "48Gi"}}}}}
+#: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint.
+TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners=OWNERS, kinds={"pytorch", "dvc"},
+                pool="gpu", retry_policy=TRAINING_RETRY, op_tags=GPU_TAGS)
+
+
+def _torchrun(stage: int, config: TrainConfig, splits: Path, out: Path, processes: int, grn: Path | None) -> None:
+    """Multi-GPU (or multi-process CPU) training: the same fmn_core CLI under torchrun."""
+    sets = [item for name, value in config.to_dict().items()
+            for item in ("--set", f"{name}={'none' if value is None else value}")]
+    command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(processes),
+               "-m", "fmn_core", f"train-stage{stage}", "--splits", str(splits), *sets, "--out", str(out),
+               *(["--grn", str(grn)] if grn else [])]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise dg.Failure(description=f"torchrun training (stage {stage}, {processes} processes) failed",
+                         metadata={"stderr": dg.MetadataValue.md(f"```\n{result.stderr[-4000:]}\n```")})
+
+
+def _result_from_files(stage: int, out: Path) -> TrainResult:
+    history = read_metrics_log(out / f"stage{stage}_metrics.jsonl")
+    seconds = sum(row["seconds"] for row in history)
+    return TrainResult(checkpoint=out / ("grn.pt" if stage == 1 else "fmn.pt"), stage=stage, epochs=len(history),
+                       history=history, wall_seconds=seconds,
+                       images_per_second=sum(r["images"] for r in history) / seconds if seconds else 0.0,
+                       device="torchrun")
+
+
+def _metadata(result: TrainResult, versioned) -> dict:
+    final = result.final
+    return {
+        "path": dg.MetadataValue.path(str(result.checkpoint)),
+        "size_mb": round(result.checkpoint.stat().st_size / 1e6, 1),
+        "dvc_md5": versioned.md5,
+        "dvc_file": dg.MetadataValue.path(str(versioned.dvc_file)),
+        "dvc_pushed": versioned.pushed,
+        "dvc_push": versioned.push_message,
+        "epochs": result.epochs,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "wall_seconds": round(result.wall_seconds, 1),
+        "images_per_second": round(result.images_per_second, 1),
+        "device": result.device,
+        "final_loss": float(final.get("loss", float("nan"))),
+        "final_train_accuracy": float(final.get("acc", float("nan"))),
+        "history": history_markdown(result.history),
+    }
+
+
+def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, processes: int,
+           paths: ProjectPaths, grn: Path | None = None) -> TrainResult:
+    dataset = context.partition_key
+    out = paths.artifacts(dataset)
+    table = split_table(paths, dataset)
+    try:
+        config.validate()
+        if processes > 1:
+            _torchrun(stage, config, out / "splits.parquet", out, processes, grn)
+            return _result_from_files(stage, out)
+
+        def log_epoch(stage: int, epoch: int, row: dict) -> None:
+            context.log.info(f"stage {stage} epoch {epoch}: " + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "stage"))
+
+        if stage == 1:
+            return train_stage1(table, config, out, progress=False, on_epoch_end=log_epoch)
+        return train_stage2(table, config, grn, out, progress=False, on_epoch_end=log_epoch)
+    except (ValueError, WeightsUnavailableError, CheckpointError) as exc:  # bad input: retrying cannot help
+        raise dg.Failure(allow_retries=False,
+                         description=f"stage {stage} training on '{dataset}' failed: {exc}") from exc
+
+
+@dg.asset(**TRAINING, deps=[dataset_splits], tags={"paper_section": "3.3", "algorithm_1": "lines-1-2"},
+          description="The GRN fine-tuned on identity classification (eq. 4): artifacts/<dataset>/grn.pt, versioned "
+                      "and pushed by DVC. A retried or restarted run resumes from grn.partial.pt.")
+def grn_checkpoint(context: dg.AssetExecutionContext, config: GRNTrainingConfig, paths: ProjectPaths,
+                   dvc: DVCResource) -> dg.MaterializeResult:
+    with paths.exclusive(context.partition_key, "grn_checkpoint"):
+        result = _train(context, 1, config.train_config(), config.processes, paths)
+        versioned = dvc.track(result.checkpoint)
+    return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5), metadata=_metadata(result, versioned))
+
+
+@dg.asset(**TRAINING, deps=[grn_checkpoint, dataset_splits], tags={"paper_section": "3.3", "algorithm_1": "line-3"},
+          description="The full FMN: the frozen GRN plus the Mixing Network and LAN trained with cross-entropy and "
+                      "the ranking loss (eq. 4 + 5): artifacts/<dataset>/fmn.pt, versioned and pushed by DVC.")
+def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig, paths: ProjectPaths,
+                   dvc: DVCResource) -> dg.MaterializeResult:
+    dataset = context.partition_key
+    grn = paths.artifacts(dataset) / "grn.pt"
+    with paths.exclusive(dataset, "fmn_checkpoint"):
+        try:
+            grn_config = TrainConfig.from_dict(load_checkpoint(grn)["config"])
+        except (FileNotFoundError, CheckpointError, ValueError) as exc:
+            raise dg.Failure(allow_retries=False,
+                             description=f"cannot use the GRN checkpoint of '{dataset}': {exc}. Materialize "
+                                         "grn_checkpoint again.") from exc
+        result = _train(context, 2, config.train_config(grn_config), config.processes, paths, grn)
+        versioned = dvc.track(result.checkpoint)
+    return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5), metadata=_metadata(result, versioned))
+
+
+def _checkpoint_check(paths: ProjectPaths, dataset: str, name: str, stage: int) -> dg.AssetCheckResult:
+    path = paths.artifacts(dataset) / name
+    try:
+        state = load_checkpoint(path)
+    except (FileNotFoundError, CheckpointError) as exc:
+        return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
+    expected = num_train_identities(split_table(paths, dataset))
+    non_finite = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    problems = []
+    if state["stage"] != stage or not state["complete"]:
+        problems.append(f"stage {state['stage']} (complete={state['complete']}), expected a finished stage {stage}")
+    if state["num_classes"] != expected:
+        problems.append(f"{state['num_classes']} identities, but the training split has {expected}")
+    if non_finite:
+        problems.append(f"{len(non_finite)} tensors hold NaN or infinity (e.g. {non_finite[:3]})")
+    return dg.AssetCheckResult(passed=not problems, metadata={
+        "problems": "; ".join(problems) or "none", "identities": state["num_classes"], "epoch": state["epoch"],
+        "tensors": len(state["model"]), "torch": state.get("versions", {}).get("torch", "?")})
+
+
+@dg.asset_check(asset=grn_checkpoint, blocking=True, partitions_def=dataset_partitions,
+                description="grn.pt loads (weights only), is a finished stage-1 checkpoint, has finite weights and "
+                            "one class per training identity.")
+def grn_checkpoint_loads(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
+    return _checkpoint_check(paths, context.partition_key, "grn.pt", 1)
+
+
+@dg.asset_check(asset=fmn_checkpoint, blocking=True, partitions_def=dataset_partitions,
+                description="fmn.pt loads (weights only), is a finished stage-2 checkpoint, has finite weights and "
+                            "one class per training identity.")
+def fmn_checkpoint_loads(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
+    return _checkpoint_check(paths, context.partition_key, "fmn.pt", 2)
+

@@ -1,0 +1,128 @@
+"""Run configuration, one ``Config`` class per stage, editable in the launchpad.
+
+Choices are enums, so a wrong value is refused by Dagster's config check
+before the run starts. Training options left empty take the preset's value
+(``cpu``: the CPU demo; ``paper``: ResNet-50 at section 4.2's settings).
+"""
+
+from enum import Enum, StrEnum
+
+import dagster as dg
+from pydantic import Field
+
+from fmn_core.engine.config import TrainConfig, preset
+
+
+class SyntheticPreset(StrEnum):
+    tiny = "tiny"
+    small = "small"
+    medium = "medium"
+    market = "market"
+
+
+class ImageCheckMode(StrEnum):
+    none = "none"
+    header = "header"
+    decode = "decode"
+
+
+class TrainingPreset(StrEnum):
+    cpu = "cpu"
+    paper = "paper"
+
+
+class Backbone(StrEnum):
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    resnet101 = "resnet101"
+
+
+class MaskedLayer(StrEnum):
+    pool1 = "pool1"
+    res2 = "res2"
+    res3 = "res3"
+    res4 = "res4"
+
+
+class DatasetSplitsConfig(dg.Config):
+    """How the dataset of the partition is found and read."""
+
+    root: str = Field("", description="dataset folder (custom: the manifest CSV); empty = data/<partition>")
+    synthetic_preset: SyntheticPreset = Field(SyntheticPreset.small, description="size of the generated dataset")
+    synthetic_seed: int = Field(0, description="seed of the generated dataset")
+    check_images: ImageCheckMode = Field(ImageCheckMode.header, description="how the reader checks image files")
+    strict: bool = Field(True, description="fail on dataset errors (train/test overlap, empty split)")
+
+
+class GRNTrainingConfig(dg.Config):
+    """Stage 1 (Algorithm 1, lines 1-2): fine-tune the GRN."""
+
+    preset: TrainingPreset = TrainingPreset.cpu
+    arch: Backbone | None = None
+    pretrained: str | None = Field(None, description="'imagenet' (torch cache only), 'none' or a .pth file")
+    masked_layer: MaskedLayer | None = Field(None, description="layer the stage-2 mask applies to (Table 5)")
+    input_height: int | None = None
+    input_width: int | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    lr_drop_epoch: int | None = None
+    seed: int | None = None
+    device: str = Field("auto", description="'auto' (a GPU when present), 'cpu', 'cuda', 'cuda:1'")
+    processes: int = Field(1, description="more than 1: DistributedDataParallel through torchrun")
+
+    def train_config(self) -> TrainConfig:
+        """The full training configuration (both stages' fields) this run trains the GRN with."""
+        changes = {name: value.value if isinstance(value, Enum) else value for name, value in (
+            ("arch", self.arch), ("pretrained", self.pretrained), ("masked_layer", self.masked_layer),
+            ("input_height", self.input_height), ("input_width", self.input_width),
+            ("batch_size", self.batch_size), ("stage1_epochs", self.epochs), ("stage1_lr", self.lr),
+            ("stage1_lr_drop_epoch", self.lr_drop_epoch), ("seed", self.seed)) if value is not None}
+        return preset(self.preset.value, device=self.device, **changes)
+
+
+class FMNTrainingConfig(dg.Config):
+    """Stage 2 (Algorithm 1, line 3): train MN + LAN on the frozen GRN.
+
+    The backbone, input size and every option not set here come from the GRN
+    checkpoint's configuration, so the two stages always agree.
+    """
+
+    masked_layer: MaskedLayer | None = None
+    batch_size: int | None = None
+    epochs: int | None = None
+    lr: float | None = None
+    lr_drop_epoch: int | None = None
+    margin: float | None = Field(None, description="ranking-loss margin m of eq. (5)")
+    rank_weight: float | None = None
+    alpha: float | None = Field(None, description="GRN/LAN weight of eq. (6)")
+    device: str = "auto"
+    processes: int = 1
+
+    def train_config(self, grn_config: TrainConfig) -> TrainConfig:
+        changes = {name: value.value if isinstance(value, Enum) else value for name, value in (
+            ("masked_layer", self.masked_layer), ("batch_size", self.batch_size), ("stage2_epochs", self.epochs),
+            ("stage2_lr", self.lr), ("stage2_lr_drop_epoch", self.lr_drop_epoch), ("margin", self.margin),
+            ("rank_weight", self.rank_weight), ("alpha", self.alpha)) if value is not None}
+        return grn_config.replace(device=self.device, **changes)
+
+
+class DescriptorConfig(dg.Config):
+    """Descriptor extraction (section 3.4)."""
+
+    batch_size: int = 256
+    flip: bool = Field(False, description="average with the mirrored image's features (not in the paper)")
+    device: str = "auto"
+
+
+class EvaluationConfig(dg.Config):
+    """Evaluation and re-ranking (sections 3.5 and 4.2)."""
+
+    rerank: bool = True
+    k1: int = 20
+    k2: int = 6
+    lambda_value: float = 0.3
+    max_rank: int = 50
+    ranked_list_queries: int = Field(4, description="queries shown in the ranked-list picture")
+    heatmap_images: int = Field(8, description="images shown in the mask / activation picture")

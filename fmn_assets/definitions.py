@@ -1,0 +1,38 @@
+"""The one ``Definitions`` object of the project (``workspace.yaml`` loads it).
+
+The graph is the same everywhere; only the executor differs: steps run in
+local processes by default, and in Kubernetes jobs (GPU requests on the
+training steps come from their ``dagster-k8s/config`` tags) when
+``FMN_EXECUTOR=k8s`` (see ``deploy/k8s/``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from fmn_assets.assets import ASSETS, CHECKS
+from fmn_assets.automation import data_version_sensor, fmn_pipeline, fmn_pipeline_paper, weekly_retraining
+from fmn_assets.resources import DVCResource, ProjectPaths
+
+
+def executor() -> dg.ExecutorDefinition:
+    if os.environ.get("FMN_EXECUTOR", "").lower() == "k8s":
+        from dagster_k8s import k8s_job_executor
+
+        return k8s_job_executor
+    if os.environ.get("FMN_EXECUTOR", "").lower() == "in_process":
+        return dg.in_process_executor
+    return dg.multiprocess_executor
+
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=CHECKS,
+    jobs=[fmn_pipeline, fmn_pipeline_paper],
+    schedules=[weekly_retraining],
+    sensors=[data_version_sensor],
+    resources={"paths": ProjectPaths(), "dvc": DVCResource()},
+    executor=executor(),
+)

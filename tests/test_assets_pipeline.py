@@ -1,0 +1,207 @@
+"""The whole graph materialised in-process on tiny synthetic data, then the faults a user meets."""
+
+from __future__ import annotations
+
+import shutil
+
+import dagster as dg
+import pytest
+import yaml
+from dagster._core.definitions.data_version import StaleStatus, extract_data_version_from_entry
+from dagster._utils.test.data_versions import get_stale_status_resolver
+
+from fmn_assets import defs
+from fmn_assets.assets import ASSETS, CHECKS
+from fmn_assets.resources import DVCResource, ProjectPaths
+from fmn_core.engine import load_checkpoint
+from tests.conftest import write_image
+from tests.dagster_project import BIN, TINY_RUN_CONFIG, make_project, run
+
+PIPELINE = defs.resolve_job_def("fmn_pipeline")
+
+
+def execute(instance, partition: str = "synthetic", selection: list[str] | None = None, config: dict | None = None):
+    """The fmn_pipeline job, or a few assets of it (their config only), in this process."""
+    config = config or TINY_RUN_CONFIG
+    if selection is None:
+        return PIPELINE.execute_in_process(run_config=config, partition_key=partition, instance=instance,
+                                           raise_on_error=False)
+    ops = {name: value for name, value in config["ops"].items() if name in selection}
+    return dg.materialize([*ASSETS, *CHECKS], selection=selection, partition_key=partition, instance=instance,
+                          resources={"paths": ProjectPaths(), "dvc": DVCResource()}, run_config={"ops": ops},
+                          raise_on_error=False)
+
+
+def materializations(result) -> dict:
+    events = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+    return {m.asset_key.to_user_string(): m for m in events}
+
+
+def failure_messages(result) -> str:
+    return "\n".join(str(e.event_specific_data.error.message) for e in result.all_events
+                     if e.event_type_value == "STEP_FAILURE")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    project, remote = make_project(tmp_path_factory.mktemp("dagster"))
+    patch = pytest.MonkeyPatch()
+    patch.setenv("FMN_PROJECT_DIR", str(project))
+    instance = dg.DagsterInstance.ephemeral()
+    result = execute(instance)
+    yield project, remote, instance, result
+    patch.undo()
+
+
+def test_full_graph_succeeds_with_rich_metadata(pipeline):
+    project, _, _, result = pipeline
+    assert result.success, failure_messages(result)
+    mats = materializations(result)
+    assert set(mats) == {"dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors",
+                         "gallery_descriptors", "evaluation_metrics"}
+    splits = mats["dataset_splits"].metadata
+    assert splits["dagster/row_count"].value == 300 and splits["train_images"].value == 156
+    assert [c.name for c in splits["dagster/column_schema"].schema.columns][:4] == ["path", "pid", "camid", "split"]
+    grn = mats["grn_checkpoint"].metadata
+    for key in ("path", "size_mb", "dvc_md5", "epochs", "wall_seconds", "images_per_second", "final_loss",
+                "final_train_accuracy", "history"):
+        assert key in grn, key
+    assert grn["epochs"].value == 2 and grn["dvc_pushed"].value is True
+    assert mats["query_descriptors"].metadata["dagster/row_count"].value == 58
+    metrics = mats["evaluation_metrics"].metadata
+    table = metrics["results"].value
+    for row in ("| GRN |", "| LAN |", "| FMN |", "| FMN + re-ranking |"):
+        assert row in table
+    for picture in ("cmc_plot", "ranked_lists_plot", "heatmaps_plot", "training_curves_plot"):
+        assert "data:image/png;base64," in metrics[picture].value
+    checks = {e.event_specific_data.check_name: e.event_specific_data.passed for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION"}
+    assert checks == {name: True for name in ("split_table_schema", "images_readable", "identities_disjoint",
+                                              "queries_matchable", "official_counts", "grn_checkpoint_loads",
+                                              "fmn_checkpoint_loads", "metrics_in_range")}
+    assert (project / "artifacts" / "synthetic" / "pictures" / "cmc.png").stat().st_size > 5000
+
+
+def test_dvc_hash_is_the_data_version_and_artifacts_reach_the_remote(pipeline):
+    project, remote, instance, _ = pipeline
+    for asset, file in (("grn_checkpoint", "grn.pt"), ("fmn_checkpoint", "fmn.pt"),
+                        ("query_descriptors", "query_descriptors.parquet")):
+        dvc_file = project / "artifacts" / "synthetic" / f"{file}.dvc"
+        md5 = yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"]
+        record = instance.get_latest_data_version_record(dg.AssetKey(asset), partition_key="synthetic")
+        assert extract_data_version_from_entry(record.event_log_entry).value == md5
+        assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    assert (project / "data.dvc").is_file()
+
+
+def test_fresh_clone_gets_everything_back_with_dvc_pull(pipeline, tmp_path):
+    project, _, _, _ = pipeline
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "trained"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", project, clone], tmp_path)
+    assert not (clone / "artifacts" / "synthetic" / "fmn.pt").exists()
+    run([BIN / "dvc", "pull", "-q"], clone)
+    for name in ("fmn.pt", "grn.pt", "gallery_descriptors.parquet"):
+        assert (clone / "artifacts" / "synthetic" / name).read_bytes() == \
+            (project / "artifacts" / "synthetic" / name).read_bytes()
+    assert len(list((clone / "data" / "synthetic" / "bounding_box_train").iterdir())) == 156
+
+
+def test_new_data_makes_downstream_stale(pipeline):
+    _, _, instance, _ = pipeline
+    config = {"ops": {"dataset_splits": {"config": {"synthetic_preset": "tiny", "synthetic_seed": 1}}}}
+    result = execute(instance, selection=["dataset_splits"], config=config)
+    assert result.success, failure_messages(result)
+    resolver = get_stale_status_resolver(instance, ASSETS)
+    assert resolver.get_status(dg.AssetKey("grn_checkpoint"), "synthetic") == StaleStatus.STALE
+    assert resolver.get_status(dg.AssetKey("dataset_splits"), "synthetic") == StaleStatus.FRESH
+    restore = execute(instance, selection=["dataset_splits"])
+    assert restore.success
+    resolver = get_stale_status_resolver(instance, ASSETS)
+    assert resolver.get_status(dg.AssetKey("grn_checkpoint"), "synthetic") == StaleStatus.FRESH
+
+
+def test_failing_validation_stops_training(pipeline, tmp_path):
+    project, _, instance, _ = pipeline
+    custom = project / "data" / "custom"
+    lines = ["path,pid,camid,split"]
+    for i in range(4):
+        for pid in (1, 2):
+            lines.append(f"{write_image(custom / f't{pid}_{i}.jpg', seed=i)},{pid},{i % 2},train")
+    lines.append(f"{write_image(custom / 'q.jpg')},7,0,query")
+    lines.append(f"{write_image(custom / 'g.jpg')},7,0,gallery")  # only under the query's own camera
+    lines.append(f"{write_image(custom / 'g2.jpg')},8,1,gallery")
+    (custom / "manifest.csv").write_text("\n".join(lines) + "\n")
+    result = execute(instance, partition="custom")
+    assert not result.success
+    mats = materializations(result)
+    assert "dataset_splits" in mats and "grn_checkpoint" not in mats
+    failed = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+              and not e.event_specific_data.passed]
+    assert [c.check_name for c in failed] == ["queries_matchable"]
+    report = failed[0].metadata["great_expectations"].value
+    assert "has_cross_camera_gallery_match" in report and "q.jpg" in report
+    assert not (project / "artifacts" / "custom" / "grn.pt").exists()
+
+
+def test_missing_and_misplaced_datasets_fail_clearly(pipeline):
+    project, _, instance, _ = pipeline
+    result = execute(instance, partition="market1501", selection=["dataset_splits"])
+    assert not result.success
+    assert "expected the Market-1501 folders" in failure_messages(result)
+    assert str(project / "data" / "market1501") in failure_messages(result)
+    (project / "data" / "cuhk03_detected").mkdir(parents=True)
+    result = execute(instance, partition="cuhk03_detected", selection=["dataset_splits"])
+    assert "no cuhk-03.mat under" in failure_messages(result)
+
+
+def test_corrupt_checkpoint_fails_clearly_and_loses_nothing(pipeline):
+    project, _, instance, _ = pipeline
+    folder = project / "artifacts" / "synthetic"
+    fmn_before = (folder / "fmn.pt").read_bytes()
+    good = (folder / "grn.pt").read_bytes()
+    (folder / "grn.pt").write_bytes(good[: len(good) // 3])
+    try:
+        result = execute(instance, selection=["fmn_checkpoint"])
+        assert not result.success
+        assert "truncated, corrupt" in failure_messages(result) and "Materialize grn_checkpoint again" in \
+            failure_messages(result)
+        assert (folder / "fmn.pt").read_bytes() == fmn_before
+    finally:
+        (folder / "grn.pt").write_bytes(good)
+
+
+def test_unreachable_remote_keeps_the_artifact_and_the_next_run_pushes_it(pipeline):
+    project, remote, instance, _ = pipeline
+    run([BIN / "dvc", "remote", "modify", "local", "url", "/proc/no-such-remote"], project)
+    try:
+        result = execute(instance, selection=["grn_checkpoint"])
+        assert result.success, failure_messages(result)
+        meta = materializations(result)["grn_checkpoint"].metadata
+        assert meta["dvc_pushed"].value is False and "push failed" in meta["dvc_push"].value
+        assert load_checkpoint(project / "artifacts" / "synthetic" / "grn.pt")["complete"]
+        md5 = meta["dvc_md5"].value
+        assert not (remote / "files" / "md5" / md5[:2] / md5[2:]).exists()
+    finally:
+        run([BIN / "dvc", "remote", "modify", "local", "url", remote], project)
+    result = execute(instance, selection=["fmn_checkpoint"])
+    assert result.success and materializations(result)["fmn_checkpoint"].metadata["dvc_pushed"].value is True
+    assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()  # the pending push went out too
+
+
+def test_same_partition_twice_at_once_is_refused(pipeline):
+    project, _, instance, _ = pipeline
+    before = (project / "artifacts" / "synthetic" / "grn.pt").stat().st_mtime_ns
+    with ProjectPaths().exclusive("synthetic", "another run"):
+        result = execute(instance, selection=["grn_checkpoint"])
+    assert not result.success
+    assert "being written by another run" in failure_messages(result)
+    assert (project / "artifacts" / "synthetic" / "grn.pt").stat().st_mtime_ns == before
+
+
+def test_missing_dvc_repository_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMN_PROJECT_DIR", str(tmp_path))
+    result = execute(dg.DagsterInstance.ephemeral(), selection=["dataset_splits"])
+    assert "is not a DVC repository" in failure_messages(result)
+    shutil.rmtree(tmp_path / "artifacts", ignore_errors=True)

@@ -1,0 +1,188 @@
+"""`dagster dev` on loopback: a run launched through GraphQL, and the asset graph in a real headless browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.dagster_project import BIN, REPO, TINY_RUN_CONFIG, make_project
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ASSETS = ("dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors", "gallery_descriptors",
+          "evaluation_metrics")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def graphql(url: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}})
+                                     .encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        body = json.loads(response.read())
+    assert "errors" not in body, body
+    return body["data"]
+
+
+@pytest.fixture(scope="module")
+def dagster_dev(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ui")
+    project, _ = make_project(folder)
+    home = folder / "home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    port = free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(project), "FMN_EXECUTOR": "in_process",
+           "DAGSTER_DISABLE_TELEMETRY": "1"}
+    log = open(folder / "dagster-dev.log", "w")  # noqa: SIM115 -- closed below, after the server stops
+    server = subprocess.Popen([str(BIN / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port), "-w",
+                               str(REPO / "workspace.yaml")], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True, preexec_fn=default_signals)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                if graphql(url, "{ version }")["version"]:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, (folder / "dagster-dev.log").read_text()[-3000:]
+            assert time.time() < deadline, "dagster dev did not come up in 180 s"
+            time.sleep(1)
+        yield url, project, folder
+    finally:
+        stop_process_group(server)
+        log.close()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def default_signals() -> None:
+    """A background process may inherit ignored SIGINT / SIGTERM; dagster dev must hear them to shut down."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def stop_process_group(server: subprocess.Popen) -> None:
+    """Stop the server and everything it started (webserver, daemon, code server) by process group id.
+
+    SIGINT first (dagster dev then stops its children itself), SIGTERM and SIGKILL if anything is left.
+    """
+    for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if not group_alive(server.pid):
+            break
+        os.killpg(server.pid, sig)
+        deadline = time.time() + grace
+        while time.time() < deadline and group_alive(server.pid):
+            server.poll()
+            time.sleep(0.25)
+    server.wait(timeout=10)
+    assert not group_alive(server.pid), "processes of dagster dev are still running"
+
+
+LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+METADATA = """
+query Metadata {
+  assetOrError(assetKey: {path: ["evaluation_metrics"]}) {
+    ... on Asset {
+      assetMaterializations(partitions: ["synthetic"], limit: 1) {
+        runId
+        metadataEntries {
+          label
+          ... on MarkdownMetadataEntry { mdStr }
+          ... on FloatMetadataEntry { floatValue }
+        }
+      }
+    }
+  }
+}"""
+
+
+REPOSITORIES = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+
+
+def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagster_dev):
+    url, project, _ = dagster_dev
+    repository = graphql(url, REPOSITORIES)["repositoriesOrError"]["nodes"][0]
+    params = {"selector": {"repositoryLocationName": repository["location"]["name"],
+                           "repositoryName": repository["name"], "jobName": "fmn_pipeline"},
+              "runConfigData": TINY_RUN_CONFIG,
+              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "synthetic"}]}}
+    launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+    deadline, status = time.time() + 600, None
+    while time.time() < deadline:
+        status = graphql(url, STATUS, {"id": run_id})["runOrError"]["status"]
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            break
+        time.sleep(2)
+    assert status == "SUCCESS"
+    materialization = graphql(url, METADATA)["assetOrError"]["assetMaterializations"][0]
+    assert materialization["runId"] == run_id
+    entries = {e["label"]: e for e in materialization["metadataEntries"]}
+    assert "| FMN + re-ranking |" in entries["results"]["mdStr"]
+    assert "data:image/png;base64," in entries["cmc_plot"]["mdStr"]
+    assert 0 <= entries["fmn_rank1"]["floatValue"] <= 100
+    assert (Path(project) / "artifacts" / "synthetic" / "metrics.json").is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None and os.environ.get("FMN_REQUIRE_BROWSER") != "1",
+                    reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_asset_graph_page_in_headless_chromium(dagster_dev):
+    assert CHROMIUM, "FMN_REQUIRE_BROWSER=1 but no chromium on PATH"
+    from playwright.sync_api import sync_playwright
+
+    url, _, folder = dagster_dev
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{url}/asset-groups", wait_until="networkidle", timeout=60_000)
+            page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
+            skip = page.get_by_role("button", name="Skip")  # the first-visit newsletter dialog
+            if skip.count():
+                skip.first.click()
+            for group in ("data", "training", "retrieval", "evaluation"):  # the stage groups of the graph
+                page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
+            page.mouse.click(1200, 300, button="right")  # the graph's menu: show every asset node
+            page.get_by_text("Expand all groups").last.click()
+            for group in ("data", "training", "retrieval", "evaluation"):  # and the asset tree beside it
+                page.get_by_text(group, exact=True).first.dblclick()
+            for name in ASSETS:
+                page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(folder / "asset-graph.png"))
+            assert page.get_by_text("dataset_splits", exact=True).count() >= 2  # a graph node and a tree entry
+        finally:
+            browser.close()
