@@ -65,10 +65,11 @@ def test_wrong_config_is_refused_before_any_work(tmp_path, monkeypatch):
 
 
 def test_paper_job_carries_the_paper_recipe():
-    job = defs.resolve_job_def("fmn_pipeline_paper")
-    config = job.run_config_for_partition_key("synthetic") if hasattr(job, "run_config_for_partition_key") else None
-    assert config is None or config["ops"]["grn_checkpoint"]["config"]["preset"] == "paper"
+    from fmn_assets.automation import fmn_pipeline_paper
     from fmn_assets.configs import GRNTrainingConfig, TrainingPreset
+
+    assert fmn_pipeline_paper.config["ops"]["grn_checkpoint"]["config"]["preset"] == "paper"
+    assert defs.resolve_job_def("fmn_pipeline_paper").partitions_def.get_partition_keys() == list(DATASETS)
 
     paper = GRNTrainingConfig(preset=TrainingPreset.paper).train_config()
     assert (paper.arch, paper.input_height, paper.stage1_lr, paper.stage1_lr_drop_epoch) == ("resnet50", 224, 0.1, 20)

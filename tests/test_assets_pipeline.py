@@ -122,6 +122,32 @@ def test_new_data_makes_downstream_stale(pipeline):
     assert resolver.get_status(dg.AssetKey("grn_checkpoint"), "synthetic") == StaleStatus.FRESH
 
 
+def test_raw_data_observation_reports_each_datasets_dvc_version(pipeline):
+    from dagster._core.definitions.observe import observe  # not re-exported at the top level
+
+    from fmn_assets.assets import raw_datasets
+
+    _, _, instance, _ = pipeline
+    result = observe([raw_datasets], instance=instance, resources={"paths": ProjectPaths(), "dvc": DVCResource()})
+    assert result.success
+    versions = {event.event_specific_data.asset_observation.partition:
+                event.event_specific_data.asset_observation.tags["dagster/data_version"]
+                for event in result.all_events if event.event_type_value == "ASSET_OBSERVATION"}
+    assert versions["market1501"] == "not-tracked" and len(versions["synthetic"]) == 32
+
+
+def test_training_step_can_run_under_torchrun(pipeline):
+    project, _, instance, _ = pipeline
+    config = {"ops": {"grn_checkpoint": {"config": {**TINY_RUN_CONFIG["ops"]["grn_checkpoint"]["config"],
+                                                    "processes": 2, "device": "cpu", "epochs": 1}}}}
+    result = execute(instance, selection=["grn_checkpoint"], config=config)
+    assert result.success, failure_messages(result)
+    meta = materializations(result)["grn_checkpoint"].metadata
+    assert meta["device"].value == "torchrun" and meta["epochs"].value == 1
+    state = load_checkpoint(project / "artifacts" / "synthetic" / "grn.pt")
+    assert state["complete"] and state["history"][0]["images"] == 2 * (156 // 2 // 16) * 16
+
+
 def test_failing_validation_stops_training(pipeline, tmp_path):
     project, _, instance, _ = pipeline
     custom = project / "data" / "custom"
