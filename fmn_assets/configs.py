@@ -36,6 +36,7 @@ class Backbone(StrEnum):
     resnet34 = "resnet34"
     resnet50 = "resnet50"
     resnet101 = "resnet101"
+    efficientnet_lite0 = "efficientnet_lite0"
 
 
 class MaskedLayer(StrEnum):
@@ -60,7 +61,8 @@ class GRNTrainingConfig(dg.Config):
 
     preset: TrainingPreset = TrainingPreset.cpu
     arch: Backbone | None = None
-    pretrained: str | None = Field(None, description="'imagenet' (torch cache only), 'none' or a .pth file")
+    pretrained: str | None = Field(None, description="'imagenet' (Lite0: the packaged file; ResNets: the torch hub "
+                                                     "cache, downloaded when missing), 'none' or a .pth file")
     masked_layer: MaskedLayer | None = Field(None, description="layer the stage-2 mask applies to (Table 5)")
     input_height: int | None = None
     input_width: int | None = None

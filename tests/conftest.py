@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# No test may download weights; set in os.environ (not a fixture) so subprocesses the tests start inherit it.
+os.environ["FMN_OFFLINE"] = "1"
 
 
 def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (128, 64), fmt: str | None = None) -> Path:

@@ -39,7 +39,8 @@ def test_paper_mask_sizes_for_resnet50():
 
 
 def test_mask_equations_on_a_hand_worked_example():
-    mixing = MixingNetwork(global_dim=2, mask_size=(2, 3))  # h = 2, w = 3
+    # g as given (no standardisation), so eq. (1)'s W^T g can be worked by hand
+    mixing = MixingNetwork(global_dim=2, mask_size=(2, 3), normalize_global=False)  # h = 2, w = 3
     with torch.no_grad():
         mixing.transform.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0],
                                                     [-1.0, 0.0], [2.0, 0.0], [0.0, -3.0]]))
@@ -47,7 +48,9 @@ def test_mask_equations_on_a_hand_worked_example():
     g = torch.tensor([[1.0, 2.0]])
     # eq. (1): m' = ReLU(W^T g) = ReLU([1, 2, 3, -1, 2, -6]) = [1, 2, 3, 0, 2, 0]
     # eq. (2): column-major, k = h*j + i: column 0 = [m'0, m'1], column 1 = [m'2, m'3], column 2 = [m'4, m'5]
-    expected = torch.exp(torch.tensor([[[1.0, 3.0, 2.0], [2.0, 0.0, 0.0]]]))
+    # the bounded exponent of this implementation: B tanh(m'/B), B = 3 (mixing.py's docstring)
+    exponent = torch.tensor([[[1.0, 3.0, 2.0], [2.0, 0.0, 0.0]]])
+    expected = torch.exp(3.0 * torch.tanh(exponent / 3.0))
     mask = mixing.mask(g)
     assert torch.allclose(mask, expected)
     # eq. (3): every channel of f is multiplied by the same mask

@@ -10,8 +10,14 @@ from fmn_assets.assets.data_checks import (
     split_table_schema,
 )
 from fmn_assets.assets.retrieval import descriptor_tables, evaluation_metrics, metrics_in_range
-from fmn_assets.assets.training import fmn_checkpoint, fmn_checkpoint_loads, grn_checkpoint, grn_checkpoint_loads
+from fmn_assets.assets.training import (
+    fmn_checkpoint,
+    fmn_checkpoint_loads,
+    fmn_mask_alive,
+    grn_checkpoint,
+    grn_checkpoint_loads,
+)
 
 ASSETS = [raw_datasets, dataset_splits, grn_checkpoint, fmn_checkpoint, descriptor_tables, evaluation_metrics]
 CHECKS = [split_table_schema, images_readable, identities_disjoint, queries_matchable, official_counts,
-          grn_checkpoint_loads, fmn_checkpoint_loads, metrics_in_range]
+          grn_checkpoint_loads, fmn_checkpoint_loads, fmn_mask_alive, metrics_in_range]

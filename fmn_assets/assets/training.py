@@ -16,6 +16,7 @@ from fmn_core.data import num_train_identities
 from fmn_core.engine import CheckpointError, TrainConfig, TrainResult, load_checkpoint, train_stage1, train_stage2
 from fmn_core.engine.progress import read_metrics_log
 from fmn_core.models import WeightsUnavailableError
+from fmn_core.models.mixing import mask_collapse_reasons
 
 #: One GPU per training step on Kubernetes (dagster-k8s reads this tag; local runs ignore it).
 GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {
@@ -66,7 +67,16 @@ def _metadata(result: TrainResult, versioned) -> dict:
         "final_loss": float(final.get("loss", float("nan"))),
         "final_train_accuracy": float(final.get("acc", float("nan"))),
         "history": history_markdown(result.history),
+        **_mask_metadata(result.diagnostics),
     }
+
+
+def _mask_metadata(diagnostics: dict) -> dict:
+    """The Mixing Network's health at a glance (stage 2 only): a collapsed mask shows without a picture."""
+    if not diagnostics:
+        return {}
+    return {f"mask_{name}": round(float(value), 4) if isinstance(value, float) else value
+            for name, value in diagnostics.items()}
 
 
 def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, processes: int,
@@ -155,3 +165,25 @@ def grn_checkpoint_loads(context: dg.AssetCheckExecutionContext, paths: ProjectP
 def fmn_checkpoint_loads(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
     return _checkpoint_check(paths, context.partition_key, "fmn.pt", 2)
 
+
+
+@dg.asset_check(asset=fmn_checkpoint, blocking=False, partitions_def=dataset_partitions,
+                description="The Mixing Network's mask is alive: it changes from image to image, and most positions "
+                            "are not stuck at a bound where no gradient flows. A warning, not a stop: a collapsed "
+                            "mask still gives a working (if MN-less) model.")
+def fmn_mask_alive(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
+    path = paths.artifacts(context.partition_key) / "fmn.pt"
+    try:
+        state = load_checkpoint(path)
+    except (FileNotFoundError, CheckpointError) as exc:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"error": str(exc)})
+    diagnostics = state.get("diagnostics", {}).get("mask")
+    if state["config"].get("mask_mode") == "constant":
+        return dg.AssetCheckResult(passed=True, metadata={"note": "constant mask (the control without the MN)"})
+    if not diagnostics:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"error": f"{path} holds no mask diagnostics: it was trained by an older "
+                                                      "version; materialize fmn_checkpoint again"})
+    reasons = mask_collapse_reasons(diagnostics)
+    return dg.AssetCheckResult(passed=not reasons, severity=dg.AssetCheckSeverity.WARN, metadata={
+        "collapsed_because": "; ".join(reasons) or "not collapsed", **_mask_metadata(diagnostics)})

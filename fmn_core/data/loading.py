@@ -177,7 +177,7 @@ class CachedBatches:
 
     def __init__(self, cache: ImageCache, labels: Sequence[int] | torch.Tensor, batch_size: int, *,
                  shuffle: bool = True, drop_last: bool = True, augment: bool = True, pad: int = 10,
-                 seed: int = 0, device: torch.device | str = "cpu", channels_last: bool = False,
+                 flip_prob: float = 0.5, seed: int = 0, device: torch.device | str = "cpu", channels_last: bool = False,
                  dtype: torch.dtype = torch.float32, indices: Sequence[int] | None = None,
                  rank: int = 0, world_size: int = 1):
         self.cache = cache
@@ -189,6 +189,9 @@ class CachedBatches:
         self.indices = torch.arange(len(cache)) if indices is None else torch.as_tensor(list(indices))
         self.batch_size = batch_size
         self.shuffle, self.drop_last, self.augment, self.pad = shuffle, drop_last, augment, pad
+        if not 0.0 <= flip_prob <= 1.0:
+            raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
+        self.flip_prob = float(flip_prob)
         self.seed, self.device = seed, torch.device(device)
         self.channels_last, self.dtype = channels_last, dtype
         self.epoch = 0
@@ -218,5 +221,5 @@ class CachedBatches:
             images = self.images[batch_index]
             labels = self.device_labels[batch_index]
             if self.augment:
-                images = flip_and_crop(images, self.pad, generator=generator)
+                images = flip_and_crop(images, self.pad, self.flip_prob, generator=generator)
             yield normalize(images, dtype=self.dtype, channels_last=self.channels_last), labels

@@ -39,7 +39,8 @@ def library_versions() -> dict[str, str]:
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: TrainConfig, stage: int, epoch: int,
                     complete: bool, label_map: dict[int, int], optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None, history: list[dict] | None = None, extra: dict | None = None) -> Path:
+                    scheduler: Any = None, history: list[dict] | None = None, extra: dict | None = None,
+                    diagnostics: dict | None = None) -> Path:
     """Serialise to memory, then write with a temporary file and a rename."""
     state = {
         "format": FORMAT,
@@ -55,6 +56,7 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: TrainCo
         "history": list(history or []),
         "versions": library_versions(),
         "extra": dict(extra or {}),
+        "diagnostics": dict(diagnostics or {}),
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -95,11 +97,19 @@ def model_from_checkpoint(state: dict[str, Any], *, expect_arch: str | None = No
     if expect_num_classes is not None and state["num_classes"] != expect_num_classes:
         raise CheckpointError(f"{source} was trained for {state['num_classes']} identities, but the training "
                               f"split has {expect_num_classes}: it belongs to another dataset or split")
-    model = FeatureMaskNetwork(state["num_classes"], arch=config.arch, pretrained="none",
-                               masked_layer=config.masked_layer, input_size=config.input_size,
-                               log_mask_max=config.log_mask_max)
+    model = build_model(config, state["num_classes"], pretrained="none")
     load_weights(model, state["model"], source)
     return model
+
+
+def build_model(config: TrainConfig, num_classes: int, pretrained: str | None = None) -> FeatureMaskNetwork:
+    """The network ``config`` describes; ``pretrained`` overrides its initial weights ('none' before loading)."""
+    return FeatureMaskNetwork(num_classes, arch=config.arch,
+                              pretrained=config.pretrained if pretrained is None else pretrained,
+                              masked_layer=config.masked_layer, input_size=config.input_size,
+                              log_mask_max=config.log_mask_max, normalize_global=config.normalize_global,
+                              constant_mask=config.mask_mode == "constant", mask_cell=config.mask_cell,
+                              mask_mean_one=config.mask_mean_one)
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

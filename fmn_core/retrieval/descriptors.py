@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from fmn_core.data.loading import CachedBatches, ImageCache, decode_image, normalize
 from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from fmn_core.models import FeatureMaskNetwork
+from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.fmn import fmn_descriptor
 from fmn_core.utils.atomic import atomic_write_path
 
@@ -118,10 +119,11 @@ def compute_features(model: FeatureMaskNetwork, cache: ImageCache, *, batch_size
     device = torch.device(device)
     use_amp = device.type == "cuda" if amp is None else amp
     model = model.to(device).eval()
-    if device.type == "cuda":
+    channels_last = prefers_channels_last(model.arch, device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     batches = CachedBatches(cache, np.zeros(len(cache), dtype=np.int64), batch_size, shuffle=False, drop_last=False,
-                            augment=False, device=device, channels_last=device.type == "cuda")
+                            augment=False, device=device, channels_last=channels_last)
     gs, ls = [], []
     start = time.perf_counter()
     with tqdm(total=len(cache), desc="descriptors", unit="img", disable=not progress, leave=False) as bar:

@@ -1,0 +1,241 @@
+"""Ablations of the paper, each row mean ± std over training seeds, on any dataset the readers take.
+
+    python bench/ablation.py                                   # synthetic 'small', cpu recipe, seeds 0 1 2
+    python bench/ablation.py --dataset custom --root /data/two_cams/manifest.csv --seeds 0 1 2
+    python bench/ablation.py --variants fmn constant_mask --seeds 0      # a subset
+
+Per seed, one GRN (stage 1) is trained and shared by every stage-2 variant:
+
+* ``fmn``: the recipe as configured -> Table 1's rows GRN, LAN, FMN, FMN + re-ranking, and eq. (6)'s
+  alpha at 0.3 / 0.5 / 0.7 (from the same descriptors);
+* ``no_rank``: the ranking loss (eq. 5) off;
+* ``lan_from_grn``: the LAN starts from the fine-tuned GRN instead of theta_o;
+* ``constant_mask``: mask = 1 everywhere, a second network without the Mixing Network, the control that
+  shows what the MN itself adds;
+* ``mask_<layer>``: Table 5, the mask on another layer (``--masked-layers``);
+* ``grn_long``: a GRN trained for as many epochs as both stages together (the compute-matched control).
+
+Finished runs are reused (delete ``--out`` to start over), so an interrupted sweep continues where it
+stopped. Writes ``ablation.md`` and ``ablation.json`` under ``--out`` and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fmn_core.data import read_dataset
+from fmn_core.data.loading import ImageCache
+from fmn_core.data.synthetic import generate_synthetic
+from fmn_core.engine import TrainConfig, preset, train_stage1, train_stage2
+from fmn_core.retrieval import DescriptorTable, extract_descriptors
+from fmn_core.retrieval.results import evaluate_descriptors
+
+ROOT = Path(__file__).resolve().parent.parent
+STAGE2_VARIANTS: dict[str, dict] = {
+    "fmn": {},
+    "no_rank": {"rank_weight": 0.0},
+    "lan_from_grn": {"lan_init": "grn"},
+    "constant_mask": {"mask_mode": "constant"},
+}
+METRICS = ("rank1", "mAP")
+
+
+def _log(message: str) -> None:
+    print(f"[ablation {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _scores(results: dict) -> dict[str, dict[str, float]]:
+    return {name: {k: round(float(v), 4) for k, v in result.summary().items()} for name, result in results.items()}
+
+
+def _with_alpha(table: DescriptorTable, alpha: float) -> DescriptorTable:
+    """Eq. (6) at another alpha, from the stored unit-length g and l."""
+    fmn = np.concatenate([alpha * table.features["grn"], (1 - alpha) * table.features["lan"]], axis=1)
+    return DescriptorTable(table.meta, {"fmn": fmn}, alpha)
+
+
+def _evaluate(checkpoint: Path, table, cache: ImageCache, rerank: bool, alphas: list[float]) -> dict:
+    descriptors, _ = extract_descriptors(checkpoint, table, cache=cache, progress=False, device="cpu")
+    rows = _scores(evaluate_descriptors(descriptors, rerank=rerank))
+    for alpha in alphas:
+        rows[f"FMN alpha={alpha}"] = _scores(evaluate_descriptors(_with_alpha(descriptors, alpha)))["FMN"]
+    return rows
+
+
+def _grn_only(checkpoint: Path, table, cache: ImageCache, config: TrainConfig, out: Path) -> dict:
+    """A GRN checkpoint has no LAN: score its g through a stage-2 wrapper with zero LAN epochs."""
+    wrapped = train_stage2(table, config.replace(stage2_epochs=0), checkpoint, out, progress=False)
+    return {"GRN": _evaluate(wrapped.checkpoint, table, cache, False, [])["GRN"]}
+
+
+def run_seed(seed: int, args: argparse.Namespace, table, train_cache: ImageCache, test_cache: ImageCache,
+             base: TrainConfig) -> dict[str, dict]:
+    out = Path(args.out) / f"seed{seed}"
+    config = base.replace(seed=seed)
+    results: dict[str, dict] = {}
+
+    def cached(name: str, produce) -> dict:
+        file = out / name / "result.json"
+        if file.is_file():
+            return json.loads(file.read_text())
+        start = time.perf_counter()
+        value = produce(out / name)
+        value["seconds"] = round(time.perf_counter() - start, 1)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps(value, indent=1))
+        return value
+
+    def grn(folder: Path) -> dict:
+        result = train_stage1(table, config, folder, progress=False, cache=train_cache)
+        return {"history": result.history}
+
+    _log(f"seed {seed}: GRN ({config.stage1_epochs} epochs)")
+    cached("grn", grn)
+    grn_file = out / "grn" / "grn.pt"
+    variants = {**STAGE2_VARIANTS, **{f"mask_{layer}": {"masked_layer": layer} for layer in args.masked_layers}}
+    for name, overrides in variants.items():
+        if name not in args.variants and not (name.startswith("mask_") and "mask_layers" in args.variants):
+            continue
+
+        def stage2(folder: Path, overrides=overrides, name=name) -> dict:
+            result = train_stage2(table, config.replace(**overrides), grn_file, folder, progress=False,
+                                  cache=train_cache)
+            scores = _evaluate(result.checkpoint, table, test_cache, rerank=name == "fmn",
+                               alphas=args.alphas if name == "fmn" else [])
+            return {"scores": scores, "mask": result.diagnostics, "history": result.history}
+
+        _log(f"seed {seed}: stage 2 '{name}' {overrides or ''}")
+        results[name] = cached(name, stage2)
+    if "grn_long" in args.variants:
+        long_epochs = config.stage1_epochs + config.stage2_epochs
+        long_config = config.replace(stage1_epochs=long_epochs,
+                                     stage1_lr_drop_epoch=round(config.stage1_lr_drop_epoch * long_epochs
+                                                                / max(config.stage1_epochs, 1)))
+
+        def grn_long(folder: Path) -> dict:
+            result = train_stage1(table, long_config, folder, progress=False, cache=train_cache)
+            return {"scores": _grn_only(result.checkpoint, table, test_cache, long_config, folder / "eval"),
+                    "history": result.history}
+
+        _log(f"seed {seed}: compute-matched GRN ({long_epochs} epochs)")
+        results["grn_long"] = cached("grn_long", grn_long)
+    return results
+
+
+#: (label of the table row, variant, score row)
+TABLE_ROWS = [
+    ("GRN (Table 1)", "fmn", "GRN"),
+    ("LAN (Table 1)", "fmn", "LAN"),
+    ("FMN (Table 1)", "fmn", "FMN"),
+    ("FMN + re-ranking (Table 1)", "fmn", "FMN + re-ranking"),
+    ("FMN, alpha = 0.3", "fmn", "FMN alpha=0.3"),
+    ("FMN, alpha = 0.7", "fmn", "FMN alpha=0.7"),
+    ("FMN, ranking loss off", "no_rank", "FMN"),
+    ("LAN, ranking loss off", "no_rank", "LAN"),
+    ("FMN, LAN from the fine-tuned GRN", "lan_from_grn", "FMN"),
+    ("LAN, LAN from the fine-tuned GRN", "lan_from_grn", "LAN"),
+    ("FMN, constant mask (no MN)", "constant_mask", "FMN"),
+    ("LAN, constant mask (no MN)", "constant_mask", "LAN"),
+    ("GRN, compute-matched (both stages' epochs)", "grn_long", "GRN"),
+]
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
+
+
+def summarise(per_seed: dict[int, dict], masked_layers: list[str]) -> tuple[list[dict], str]:
+    rows = list(TABLE_ROWS) + [(f"FMN, mask on {layer} (Table 5)", f"mask_{layer}", "FMN") for layer in masked_layers]
+    table, lines = [], ["| row | rank-1 | mAP | mask variation | seeds |", "|---|---:|---:|---:|---:|"]
+    for label, variant, score_row in rows:
+        found = [seed_results[variant] for seed_results in per_seed.values() if variant in seed_results]
+        found = [f for f in found if score_row in f.get("scores", {})]
+        if not found:
+            continue
+        values = {m: [f["scores"][score_row][m] for f in found] for m in METRICS}
+        variation = [f["mask"]["variation_across_images"] for f in found if f.get("mask")]
+        entry = {"row": label, "variant": variant, "score_row": score_row, "seeds": len(found),
+                 **{m: values[m] for m in METRICS}, "mask_variation": variation}
+        table.append(entry)
+        shown_variation = _mean_std(variation) if variation and score_row.startswith("FMN") else ""
+        lines.append(f"| {label} | {_mean_std(values['rank1'])} | {_mean_std(values['mAP'])} | {shown_variation} "
+                     f"| {len(found)} |")
+    return table, "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    if Path("/proc/cpuinfo").is_file():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="synthetic", help="reader name (synthetic, market1501, custom, ...)")
+    parser.add_argument("--root", default=None, help="dataset root; synthetic: generated here if absent")
+    parser.add_argument("--synthetic-preset", default="small")
+    parser.add_argument("--preset", default="cpu", help="training recipe (cpu, paper)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="change a training option (as fmn train-stage1 --set)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=[*STAGE2_VARIANTS, "mask_layers", "grn_long"],
+                        help=f"which runs: {[*STAGE2_VARIANTS, 'mask_layers', 'grn_long']}")
+    parser.add_argument("--masked-layers", nargs="*", default=["res3"], help="Table 5 rows besides the recipe's")
+    parser.add_argument("--alphas", type=float, nargs="*", default=[0.3, 0.7])
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ablation"))
+    args = parser.parse_args(argv)
+
+    from fmn_core.cli import _parse_overrides
+
+    base = preset(args.preset, **_parse_overrides(args.set))
+    root = Path(args.root) if args.root else ROOT / "data" / args.dataset
+    if args.dataset == "synthetic" and not root.exists():
+        _log(f"generating the synthetic '{args.synthetic_preset}' dataset into {root}")
+        generate_synthetic(root, args.synthetic_preset)
+    table = read_dataset(args.dataset, root).table
+    train = table[table["split"] == "train"]
+    test = table[table["split"].isin(["query", "gallery"])].reset_index(drop=True)
+    _log(f"{args.dataset}: {len(train)} training images, {len(test)} query + gallery images; "
+         f"decoding them once at {base.input_size}")
+    train_cache = ImageCache.build(train["path"].tolist(), base.input_size)
+    test_cache = ImageCache.build(test["path"].tolist(), base.input_size)
+
+    start, per_seed = time.perf_counter(), {}
+    for seed in args.seeds:
+        per_seed[seed] = run_seed(seed, args, table, train_cache, test_cache, base)
+        _, markdown = summarise(per_seed, args.masked_layers)
+        print(markdown, flush=True)
+    rows, markdown = summarise(per_seed, args.masked_layers)
+    header = (f"Ablations on {args.dataset} ({root}), recipe '{args.preset}' {args.set or ''}, seeds {args.seeds}; "
+              f"{machine()}; {time.perf_counter() - start:.0f} s.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ablation.md").write_text(header + "\n\n" + markdown + "\n")
+    (out / "ablation.json").write_text(json.dumps({
+        "dataset": args.dataset, "root": str(root), "preset": args.preset, "overrides": args.set,
+        "config": base.to_dict(), "seeds": args.seeds, "machine": machine(), "platform": platform.platform(),
+        "rows": rows, "per_seed": {str(k): v for k, v in per_seed.items()}}, indent=1))
+    print(header)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
