@@ -46,6 +46,16 @@ class MaskedLayer(StrEnum):
     res4 = "res4"
 
 
+class MaskMode(StrEnum):
+    learned = "learned"
+    constant = "constant"
+
+
+class LanInit(StrEnum):
+    theta_o = "theta_o"
+    grn = "grn"
+
+
 class DatasetSplitsConfig(dg.Config):
     """How the dataset of the partition is found and read."""
 
@@ -99,6 +109,9 @@ class FMNTrainingConfig(dg.Config):
     margin: float | None = Field(None, description="ranking-loss margin m of eq. (5)")
     rank_weight: float | None = None
     alpha: float | None = Field(None, description="GRN/LAN weight of eq. (6)")
+    mask_mode: MaskMode | None = Field(None, description="'constant': mask = 1, the control without the MN")
+    lan_init: LanInit | None = Field(None, description="'grn': LAN from the fine-tuned GRN instead of theta_o")
+    log_mask_max: float | None = Field(None, description="bound B of the mask exp(B tanh(ReLU(z)/B))")
     device: str = "auto"
     processes: int = 1
 
@@ -106,7 +119,8 @@ class FMNTrainingConfig(dg.Config):
         changes = {name: value.value if isinstance(value, Enum) else value for name, value in (
             ("masked_layer", self.masked_layer), ("batch_size", self.batch_size), ("stage2_epochs", self.epochs),
             ("stage2_lr", self.lr), ("stage2_lr_drop_epoch", self.lr_drop_epoch), ("margin", self.margin),
-            ("rank_weight", self.rank_weight), ("alpha", self.alpha)) if value is not None}
+            ("rank_weight", self.rank_weight), ("alpha", self.alpha), ("mask_mode", self.mask_mode),
+            ("lan_init", self.lan_init), ("log_mask_max", self.log_mask_max)) if value is not None}
         return grn_config.replace(device=self.device, **changes)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from fmn_core.data.loading import (
@@ -86,3 +87,27 @@ def test_batches_deterministic_per_epoch(tmp_path):
     batches = list(ordered)
     assert [lab.tolist() for _, lab in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert torch.allclose(batches[0][0], normalize(cache.images[:4]))
+
+
+def test_flip_prob_is_honoured(tmp_path):
+    from fmn_core.data.loading import CachedBatches, ImageCache
+
+    images = torch.arange(4 * 3 * 4 * 6, dtype=torch.uint8).view(4, 3, 4, 6)
+    cache = ImageCache(images, [f"{i}.png" for i in range(4)])
+
+    def flipped_share(flip_prob: float) -> float:
+        batches = CachedBatches(cache, [0, 1, 2, 3], 4, shuffle=False, pad=0, flip_prob=flip_prob, seed=3)
+        flips = 0
+        for epoch in range(25):
+            batches.set_epoch(epoch)
+            for batch, _ in batches:
+                plain = CachedBatches(cache, [0, 1, 2, 3], 4, shuffle=False, augment=False)
+                reference = next(iter(plain))[0]
+                flips += sum(not torch.equal(batch[i], reference[i]) for i in range(4))
+        return flips / 100
+
+    assert flipped_share(0.0) == 0.0
+    assert flipped_share(1.0) == 1.0
+    assert 0.3 < flipped_share(0.5) < 0.7
+    with pytest.raises(ValueError, match="flip_prob"):
+        CachedBatches(cache, [0, 1, 2, 3], 4, flip_prob=1.5)

@@ -173,3 +173,40 @@ def test_config_errors_name_the_field():
         preset("paper", batch_size=0)
     with pytest.raises(ValueError, match="unknown preset 'fast'"):
         preset("fast")
+
+
+def test_masks_differ_between_images_and_the_diagnostics_see_it(trained, tiny_table):
+    from fmn_core.models.mixing import mask_collapse_reasons
+
+    _, _, second, _ = trained
+    state = load_checkpoint(second.checkpoint)
+    diagnostics = state["diagnostics"]["mask"]
+    assert diagnostics == second.diagnostics and diagnostics["images"] >= 2
+    assert mask_collapse_reasons(diagnostics) == [], diagnostics
+    model = model_from_checkpoint(state).eval()
+    images = torch.randn(4, 3, 64, 32)
+    with torch.no_grad():
+        masks = model(images).mask
+    assert masks.shape == (4, *model.mixing.mask_size)
+    assert not torch.allclose(masks[0], masks[1]) and not torch.allclose(masks[2], masks[3])
+
+
+def test_a_constant_mask_counts_as_collapsed(trained, tiny_table, tmp_path):
+    from fmn_core.models.mixing import mask_collapse_reasons
+
+    config, first, _, _ = trained
+    result = train_stage2(tiny_table, config.replace(stage2_epochs=1, mask_mode="constant"), first.checkpoint,
+                          tmp_path, progress=False)
+    assert result.diagnostics["variation_across_images"] == 0.0 and result.diagnostics["mean"] == 1.0
+    assert any("hardly changes" in reason for reason in mask_collapse_reasons(result.diagnostics))
+
+
+def test_lan_can_start_from_the_fine_tuned_grn(trained, tiny_table):
+    config, first, _, _ = trained
+    grn_state = load_checkpoint(first.checkpoint)
+    num_classes = grn_state["num_classes"]
+    from_o = stage2_model(grn_state, config, num_classes, "grn.pt")
+    from_grn = stage2_model(grn_state, config.replace(lan_init="grn"), num_classes, "grn.pt")
+    name = next(iter(from_grn.lan_stages.state_dict()))
+    assert torch.equal(from_grn.lan_stages.state_dict()[name], from_grn.grn_stages.state_dict()[name])
+    assert not torch.equal(from_o.lan_stages.state_dict()[name], from_o.grn_stages.state_dict()[name])

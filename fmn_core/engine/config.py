@@ -49,7 +49,7 @@ class TrainConfig:
     alpha: float = 0.5
     flip_prob: float = 0.5
     crop_pad: int = 10
-    log_mask_max: float = 3.0  # B of the bounded mask exp(B tanh(ReLU(z)/B)): a mask in [1, e^B]
+    log_mask_max: float = 1.0  # B of the bounded mask exp(B tanh(ReLU(z)/B)): a mask in [1, e^B]
     normalize_global: bool = True  # standardise g before the MN's FC (see fmn_core.models.mixing)
     mask_lr_scale: float = 0.1  # the MN learns at this fraction of the stage-2 learning rate
     mask_cell: int = 1  # the MN predicts one value per cell x cell block of the mask (1: every position)

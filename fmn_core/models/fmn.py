@@ -71,7 +71,7 @@ class FeatureMaskNetwork(nn.Module):
     """GRN + MN + LAN. ``forward_grn`` is stage 1; ``forward`` runs all three (stage 2, test)."""
 
     def __init__(self, num_classes: int, arch: str = "resnet50", pretrained: str = "none",
-                 masked_layer: str = "pool1", input_size: tuple[int, int] = (256, 128), log_mask_max: float = 3.0,
+                 masked_layer: str = "pool1", input_size: tuple[int, int] = (256, 128), log_mask_max: float = 1.0,
                  normalize_global: bool = True, constant_mask: bool = False, mask_cell: int = 1,
                  mask_mean_one: bool = False):
         super().__init__()
