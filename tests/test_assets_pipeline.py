@@ -78,7 +78,7 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
               if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks == {name: True for name in ("split_table_schema", "images_readable", "identities_disjoint",
                                               "queries_matchable", "official_counts", "grn_checkpoint_loads",
-                                              "fmn_checkpoint_loads", "metrics_in_range")}
+                                              "fmn_checkpoint_loads", "fmn_mask_alive", "metrics_in_range")}
     assert (project / "artifacts" / "synthetic" / "pictures" / "cmc.png").stat().st_size > 5000
 
 

@@ -24,7 +24,7 @@ def trained(tmp_path_factory):
     generate_synthetic(root, "tiny")
     table = read_dataset("synthetic", root).table
     out = tmp_path_factory.mktemp("run")
-    config = preset("cpu", input_height=64, input_width=32, batch_size=16, stage1_epochs=2, stage2_epochs=2,
+    config = preset("cpu", batch_size=16, stage1_epochs=2, stage2_epochs=2,  # the recipe's 128x64 input
                     stage1_lr=0.02, stage2_lr=0.02, decode_workers=2)
     first = train_stage1(table, config, out, progress=False)
     second = train_stage2(table, config, first.checkpoint, out, progress=False)
@@ -36,13 +36,13 @@ def test_descriptor_table_holds_table_1_descriptors(trained, tmp_path):
     table, _, _, descriptors = trained
     expected_rows = int(table.split.isin(["query", "gallery"]).sum())
     assert len(descriptors) == expected_rows
-    assert descriptors.features["grn"].shape == (expected_rows, 512)
-    assert descriptors.features["fmn"].shape == (expected_rows, 1024)
+    assert descriptors.features["grn"].shape == (expected_rows, 1280)
+    assert descriptors.features["fmn"].shape == (expected_rows, 2560)
     assert np.allclose(np.linalg.norm(descriptors.features["grn"], axis=1), 1, atol=1e-5)
     # eq. (6) with alpha = 0.5: both halves have norm 0.5
     fmn = descriptors.features["fmn"]
-    assert np.allclose(np.linalg.norm(fmn[:, :512], axis=1), 0.5, atol=1e-5)
-    assert np.allclose(fmn[:, 512:], 0.5 * descriptors.features["lan"], atol=1e-6)
+    assert np.allclose(np.linalg.norm(fmn[:, :1280], axis=1), 0.5, atol=1e-5)
+    assert np.allclose(fmn[:, 1280:], 0.5 * descriptors.features["lan"], atol=1e-6)
     path = descriptors.save(tmp_path / "d.parquet")
     again = DescriptorTable.load(path)
     assert again.meta.equals(descriptors.meta) and again.alpha == 0.5
@@ -68,7 +68,7 @@ def test_extractor_on_paths_matches_the_table(trained):
     paths = descriptors.meta.path[:3].tolist()
     from_paths = extractor(paths, kind="grn")
     assert np.allclose(from_paths.numpy(), descriptors.features["grn"][:3], atol=1e-4)
-    arrays = [decode_image(p, (64, 32)).transpose(1, 2, 0) for p in paths]
+    arrays = [decode_image(p, (128, 64)).transpose(1, 2, 0) for p in paths]
     assert torch.allclose(extractor(arrays, kind="lan"), extractor(paths, kind="lan"), atol=1e-5)
     with pytest.raises(ValueError, match="HxWx3"):
         extractor([np.zeros((4, 4))])

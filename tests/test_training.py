@@ -100,7 +100,7 @@ def test_damaged_and_mismatched_checkpoints_fail_clearly(trained, tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "absent.pt")
     state = load_checkpoint(second.checkpoint)
-    with pytest.raises(CheckpointError, match="holds a resnet18 network, but resnet50 was expected"):
+    with pytest.raises(CheckpointError, match="holds a efficientnet_lite0 network, but resnet50 was expected"):
         model_from_checkpoint(state, expect_arch="resnet50")
     with pytest.raises(CheckpointError, match=r"trained for \d+ identities, but the training split has 999"):
         model_from_checkpoint(state, expect_num_classes=999)
