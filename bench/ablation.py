@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from fmn_core.data.loading import ImageCache
 from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.engine import TrainConfig, preset, train_stage1, train_stage2
 from fmn_core.retrieval import DescriptorTable, extract_descriptors
-from fmn_core.retrieval.results import evaluate_descriptors
+from fmn_core.retrieval.results import evaluate_descriptors, format_mean_std
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE2_VARIANTS: dict[str, dict] = {
@@ -150,13 +149,6 @@ TABLE_ROWS = [
 ]
 
 
-def _mean_std(values: list[float]) -> str:
-    if not values:
-        return "n/a"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
-
-
 def summarise(per_seed: dict[int, dict], masked_layers: list[str]) -> tuple[list[dict], str]:
     rows = list(TABLE_ROWS) + [(f"FMN, mask on {layer} (Table 5)", f"mask_{layer}", "FMN") for layer in masked_layers]
     table, lines = [], ["| row | rank-1 | mAP | mask variation | seeds |", "|---|---:|---:|---:|---:|"]
@@ -170,9 +162,9 @@ def summarise(per_seed: dict[int, dict], masked_layers: list[str]) -> tuple[list
         entry = {"row": label, "variant": variant, "score_row": score_row, "seeds": len(found),
                  **{m: values[m] for m in METRICS}, "mask_variation": variation}
         table.append(entry)
-        shown_variation = _mean_std(variation) if variation and score_row.startswith("FMN") else ""
-        lines.append(f"| {label} | {_mean_std(values['rank1'])} | {_mean_std(values['mAP'])} | {shown_variation} "
-                     f"| {len(found)} |")
+        shown_variation = format_mean_std(variation) if variation and score_row.startswith("FMN") else ""
+        rank1, mean_ap = format_mean_std(values["rank1"]), format_mean_std(values["mAP"])
+        lines.append(f"| {label} | {rank1} | {mean_ap} | {shown_variation} | {len(found)} |")
     return table, "\n".join(lines)
 
 
@@ -202,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ablation"))
     args = parser.parse_args(argv)
 
-    from fmn_core.cli import _parse_overrides
+    from fmn_core.cli import parse_overrides
 
-    base = preset(args.preset, **_parse_overrides(args.set))
+    base = preset(args.preset, **parse_overrides(args.set))
     root = Path(args.root) if args.root else ROOT / "data" / args.dataset
     if args.dataset == "synthetic" and not root.exists():
         _log(f"generating the synthetic '{args.synthetic_preset}' dataset into {root}")

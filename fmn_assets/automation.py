@@ -7,10 +7,16 @@ import dagster as dg
 
 from fmn_assets.configs import GRNTrainingConfig, TrainingPreset
 from fmn_assets.partitions import DATASETS
-from fmn_assets.resources import DVCResource, ProjectPaths
+from fmn_assets.resources import DVCError, DVCResource, ProjectPaths
 
-#: Everything that is materialised (the observed raw data is not), with the checks on it.
-PIPELINE = dg.AssetSelection.all() - dg.AssetSelection.keys("raw_datasets")
+#: Everything materialised per dataset, with the checks on it: not the observed raw data, and not
+#: synthetic_dataset, whose partitions definition (synthetic only) differs, which Dagster runs in its own run.
+PIPELINE = dg.AssetSelection.all() - dg.AssetSelection.assets("raw_datasets", "synthetic_dataset")
+
+fmn_synthetic_data = dg.define_asset_job(
+    "fmn_synthetic_data", selection=dg.AssetSelection.assets("synthetic_dataset"),
+    description="Generate (or reuse) the synthetic dataset in data/synthetic and version it with DVC; run it before "
+                "fmn_pipeline for the synthetic partition (`python3 run.py main` does).")
 
 fmn_pipeline = dg.define_asset_job(
     "fmn_pipeline", selection=PIPELINE,
@@ -25,8 +31,8 @@ RETRAIN_CRON = os.environ.get("FMN_RETRAIN_CRON", "0 3 * * 1")  # Mondays 03:00
 
 
 def available_datasets(paths: ProjectPaths) -> list[str]:
-    """Datasets that can be trained now: the synthetic one always, the others once their folder exists."""
-    return [name for name in DATASETS if name == "synthetic" or paths.dataset_root(name).exists()]
+    """Datasets that can be trained now: those whose folder exists (the synthetic one once generated or pulled)."""
+    return [name for name in DATASETS if paths.dataset_root(name).exists()]
 
 
 @dg.schedule(cron_schedule=RETRAIN_CRON, job=fmn_pipeline, default_status=dg.DefaultScheduleStatus.STOPPED,
@@ -39,10 +45,13 @@ def weekly_retraining(context: dg.ScheduleEvaluationContext, paths: ProjectPaths
 
 
 @dg.sensor(job=fmn_pipeline, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Requests retraining of a dataset when its DVC version (from data.dvc) changes. The first "
-                       "tick only records the versions it finds.")
+           description="Requests retraining of a dataset when its DVC version (from data.dvc, read with `dvc ls`, "
+                       "no lock) changes. The first tick only records the versions it finds.")
 def data_version_sensor(context: dg.SensorEvaluationContext, paths: ProjectPaths, dvc: DVCResource):
-    versions = dvc.folder_versions(paths.data_root)
+    try:
+        versions = dvc.dataset_versions(paths.data_root)
+    except DVCError as exc:
+        return dg.SkipReason(f"DVC could not list the data versions; trying again next tick: {exc}")
     seen = json.loads(context.cursor) if context.cursor else None
     requests = []
     if seen is not None:

@@ -56,12 +56,17 @@ class LanInit(StrEnum):
     grn = "grn"
 
 
+class SyntheticDatasetConfig(dg.Config):
+    """What the synthetic_dataset asset generates into data/synthetic."""
+
+    preset: SyntheticPreset = Field(SyntheticPreset.small, description="size of the generated dataset")
+    seed: int = Field(0, description="seed of the generated dataset")
+
+
 class DatasetSplitsConfig(dg.Config):
     """How the dataset of the partition is found and read."""
 
     root: str = Field("", description="dataset folder (custom: the manifest CSV); empty = data/<partition>")
-    synthetic_preset: SyntheticPreset = Field(SyntheticPreset.small, description="size of the generated dataset")
-    synthetic_seed: int = Field(0, description="seed of the generated dataset")
     check_images: ImageCheckMode = Field(ImageCheckMode.header, description="how the reader checks image files")
     strict: bool = Field(True, description="fail on dataset errors (train/test overlap, empty split)")
 

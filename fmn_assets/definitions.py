@@ -13,7 +13,13 @@ import os
 import dagster as dg
 
 from fmn_assets.assets import ASSETS, CHECKS
-from fmn_assets.automation import data_version_sensor, fmn_pipeline, fmn_pipeline_paper, weekly_retraining
+from fmn_assets.automation import (
+    data_version_sensor,
+    fmn_pipeline,
+    fmn_pipeline_paper,
+    fmn_synthetic_data,
+    weekly_retraining,
+)
 from fmn_assets.resources import DVCResource, ProjectPaths
 
 
@@ -30,7 +36,7 @@ def executor() -> dg.ExecutorDefinition:
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[fmn_pipeline, fmn_pipeline_paper],
+    jobs=[fmn_synthetic_data, fmn_pipeline, fmn_pipeline_paper],
     schedules=[weekly_retraining],
     sensors=[data_version_sensor],
     resources={"paths": ProjectPaths(), "dvc": DVCResource()},

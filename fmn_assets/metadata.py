@@ -36,3 +36,19 @@ def history_markdown(history: list[dict]) -> dg.MetadataValue:
         lines.append("| " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k])
                                        for k in keys) + " |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+def records_table(rows: list[dict], first_column: str | None = None) -> dg.MetadataValue:
+    """Rows of numbers as a typed Dagster table (the UI sorts and shows it as a table, not as text)."""
+    if not rows:
+        return dg.MetadataValue.table(records=[], schema=dg.TableSchema(columns=[]))
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    if first_column in keys:
+        keys.remove(first_column)
+        keys.insert(0, first_column)
+    types = {k: "string" if any(isinstance(row.get(k), str) for row in rows) else
+             "int" if all(isinstance(row.get(k), int) for row in rows if k in row) else "float" for k in keys}
+    columns = [dg.TableColumn(name=k, type=types[k]) for k in keys]
+    records = [dg.TableRecord({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+                               if v is not None}) for row in rows]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))

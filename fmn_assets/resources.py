@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,8 +21,6 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
-
-from fmn_core.utils.atomic import atomic_write_text
 
 
 def project_dir() -> Path:
@@ -90,7 +89,7 @@ class ProjectPaths(dg.ConfigurableResource):
 
 @dataclass
 class Versioned:
-    """What DVC says about a file or folder it tracks."""
+    """What DVC says about a file or folder it tracks, and the git state it was versioned in."""
 
     path: Path
     dvc_file: Path
@@ -98,15 +97,34 @@ class Versioned:
     size: int
     pushed: bool
     push_message: str
+    #: HEAD of the project's git repository when the artifact was versioned ("" outside git or before a commit)
+    git_commit: str = ""
+    #: whether files other than DVC pointers differed from that commit (None: not a git repository)
+    git_dirty: bool | None = None
+
+    def metadata(self) -> dict:
+        """The DVC and git fields every versioned asset shows, keyed as the materializations show them."""
+        return {"dvc_md5": self.md5, "dvc_file": dg.MetadataValue.path(str(self.dvc_file)),
+                "dvc_pushed": self.pushed, "dvc_push": self.push_message,
+                "git_commit": self.git_commit or "none", "git_dirty": bool(self.git_dirty)}
+
+
+class DVCError(RuntimeError):
+    """A DVC command failed; the message holds the command and DVC's own words."""
 
 
 class DVCResource(dg.ConfigurableResource):
-    """DVC through its own command line: ``dvc add`` to version, ``dvc push`` to share.
+    """DVC through its public command line: ``dvc add`` to version, ``dvc push`` to share, ``dvc ls`` to read.
 
     The remote is the repository's default DVC remote (a local folder out of
     the box; any DVC remote by configuration), or ``remote`` when set. A push
-    that fails never loses the local artifact: it is recorded as pending and
-    retried by the next push.
+    that fails never loses the local artifact; every push sends all the
+    pointers next to the new one (``artifacts/<dataset>/*.dvc``), and DVC skips
+    what the remote already holds, so the next run uploads whatever an earlier
+    failed push left behind. We hold no lock of our own: DVC holds its
+    repository lock while it adds or pushes, and ``dvc add`` and ``dvc push``
+    wait for it (``--wait-for-lock``) instead of failing; reading versions
+    (``dvc ls``) takes no lock, so observation never waits behind a long push.
     """
 
     repo_dir: str = ""
@@ -117,19 +135,12 @@ class DVCResource(dg.ConfigurableResource):
     def root(self) -> Path:
         return Path(self.repo_dir).expanduser().resolve() if self.repo_dir else project_dir()
 
-    def _dvc(self, *args: str) -> subprocess.CompletedProcess:
-        """Run the DVC CLI; calls from concurrent runs queue on a lock instead of failing on DVC's own."""
+    def _dvc(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+        """Run the DVC CLI in the repository (no lock of ours: DVC locks what needs locking)."""
         self.ensure_repo()
         executable = Path(sys.executable).with_name("dvc")
         command = [str(executable) if executable.exists() else "dvc", *args]
-        lock = self.root / ".dvc" / "tmp" / "fmn-dvc.lock"
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock, "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                return subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=3600)
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return subprocess.run(command, cwd=self.root, capture_output=True, text=True, timeout=timeout)
 
     def ensure_repo(self) -> None:
         if not (self.root / ".dvc").is_dir():
@@ -137,38 +148,44 @@ class DVCResource(dg.ConfigurableResource):
                              description=f"{self.root} is not a DVC repository (no .dvc/ folder): run `dvc init` "
                                          "there, or set the dvc resource's repo_dir")
 
+    def relative(self, path: Path) -> str:
+        return os.path.relpath(path, self.root)
+
     def add(self, path: Path) -> tuple[Path, str, int]:
-        """Track ``path``; returns (the .dvc file, its md5, its size in bytes)."""
-        relative = Path(os.path.relpath(path, self.root))
-        result = self._dvc("add", "--quiet", str(relative))
+        """Track ``path``; returns (the .dvc file, its md5, its size in bytes).
+
+        DVC holds its repository lock for the add; a concurrent add or push of
+        another run makes this one wait for it instead of failing.
+        """
+        relative = self.relative(path)
+        result = self._dvc("--wait-for-lock", "add", "--quiet", relative)
         if result.returncode != 0:
-            raise dg.Failure(description=f"`dvc add {relative}` failed: {result.stderr.strip() or result.stdout}")
+            raise dg.Failure(description=f"`dvc add {relative}` failed in {self.root} (exit code {result.returncode}): "
+                                         f"{result.stderr.strip() or result.stdout.strip() or 'DVC said nothing'}")
         dvc_file = path.with_name(path.name + ".dvc")
         out = yaml.safe_load(dvc_file.read_text())["outs"][0]
         return dvc_file, str(out["md5"]), int(out.get("size", 0))
 
-    @property
-    def _pending_file(self) -> Path:
-        return self.root / ".dvc" / "tmp" / "fmn-pending-push.json"
-
-    def pending(self) -> list[str]:
-        return json.loads(self._pending_file.read_text()) if self._pending_file.is_file() else []
-
     def push_targets(self, dvc_files: list[Path]) -> tuple[bool, str]:
-        """Push these .dvc files and any whose earlier push failed; (ok, message)."""
+        """``dvc push`` these pointers; (ok, message). DVC uploads only objects the remote lacks."""
         if not self.push:
             return False, "push disabled by configuration (dvc resource push=false)"
-        targets = sorted({str(Path(os.path.relpath(f, self.root))) for f in dvc_files} | set(self.pending()))
-        targets = [t for t in targets if (self.root / t).is_file()]
-        args = ["push", "--quiet", *(["--remote", self.remote] if self.remote else []), *targets]
-        result = self._dvc(*args)
-        self._pending_file.parent.mkdir(parents=True, exist_ok=True)
+        targets = sorted({self.relative(f) for f in dvc_files if f.is_file()})
+        remote = ["--remote", self.remote] if self.remote else []
+        where = self.remote or "the default remote"
+        try:
+            result = self._dvc("--wait-for-lock", "push", *remote, *targets)
+        except subprocess.TimeoutExpired as exc:
+            return False, (f"push to {where} timed out after {exc.timeout:.0f} s; the artifact is kept locally and the "
+                           f"next push of these pointers uploads it (`dvc push {shlex.join(targets)}`)")
         if result.returncode == 0:
-            atomic_write_text(self._pending_file, "[]")
-            return True, f"pushed {len(targets)} target(s) to {self.remote or 'the default remote'}"
-        atomic_write_text(self._pending_file, json.dumps(targets))
-        message = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        return False, ("push failed, kept locally and queued for the next run: " + " ".join(message[-3:]))[:800]
+            said = (result.stdout.strip().splitlines() or ["done"])[-1]
+            return True, f"{said} ({len(targets)} target(s) to {where}: {' '.join(targets)})"
+        lines = [line for line in (result.stderr.strip() or result.stdout.strip()).splitlines()
+                 if line.strip() and not line.startswith("Having any troubles")]
+        message = " ".join(lines[-3:])
+        return False, (f"push to {where} failed; the artifact is kept locally and the next push of these pointers "
+                       f"uploads it (`dvc push {shlex.join(targets)}`): {message}")[:800]
 
     def tracked_md5(self, path: Path) -> str | None:
         """The md5 that ``<path>.dvc`` records, or None when the path is not tracked."""
@@ -177,34 +194,62 @@ class DVCResource(dg.ConfigurableResource):
             return None
         return str(yaml.safe_load(dvc_file.read_text())["outs"][0]["md5"])
 
-    def folder_versions(self, folder: Path) -> dict[str, str]:
-        """One version per top-level sub-folder of a tracked folder (``data/<dataset>``).
+    def dataset_versions(self, folder: Path) -> dict[str, str]:
+        """One version per top-level sub-folder of a tracked folder (``data/<dataset>``), from ``dvc ls``.
 
-        DVC versions the whole folder (``data.dvc``); its ``.dir`` manifest in the
-        cache lists every file's md5, from which each dataset gets a version of
-        its own, so new Market-1501 files do not make the synthetic lineage stale.
+        DVC versions the whole folder (``data.dvc``); ``dvc ls --dvc-only
+        --show-hash`` lists every tracked file under it with its md5 as the
+        pointer records it (not the workspace). Each dataset's version is the md5
+        of its sorted ``path<TAB>md5`` lines, so new Market-1501 files leave the
+        synthetic lineage alone. Reads only: no lock, safe beside a running push.
+        Raises :class:`DVCError` when DVC cannot list the folder.
         """
-        md5 = self.tracked_md5(folder)
-        if md5 is None:
+        if self.tracked_md5(folder) is None:
             return {}
-        manifest = self._cache_dir() / "files" / "md5" / md5[:2] / md5[2:]
-        if not manifest.is_file():
-            return {}
+        relative = self.relative(folder)
+        result = self._dvc("ls", "--json", "--recursive", "--dvc-only", "--show-hash", ".", relative, timeout=600)
+        if result.returncode != 0:
+            raise DVCError(f"`dvc ls . {relative}` failed in {self.root} (exit code {result.returncode}): "
+                           f"{result.stderr.strip() or result.stdout.strip() or 'DVC said nothing'}")
         by_folder: dict[str, list[str]] = {}
-        for entry in json.loads(manifest.read_text()):
-            top, _, rest = entry["relpath"].partition("/")
-            if rest:
+        for entry in json.loads(result.stdout or "[]"):
+            top, _, rest = entry["path"].partition("/")
+            if rest and entry.get("md5"):
                 by_folder.setdefault(top, []).append(f"{rest}\t{entry['md5']}")
         return {top: hashlib.md5("\n".join(sorted(lines)).encode()).hexdigest() for top, lines in by_folder.items()}
 
-    def _cache_dir(self) -> Path:
-        result = self._dvc("cache", "dir")
-        if result.returncode == 0 and result.stdout.strip():
-            return Path(result.stdout.strip().splitlines()[-1])
-        return self.root / ".dvc" / "cache"
+    def git_state(self) -> tuple[str, bool | None]:
+        """(HEAD commit, dirty) of the project's git repository.
+
+        Dirty means tracked or new (not ignored) files other than DVC pointers
+        differ from HEAD: the code that made the artifact is not exactly the
+        commit. Pointers (``*.dvc``, and the ``.gitignore`` entries DVC adds)
+        are left out, as each run rewrites them and they are what the next
+        commit records. ("", None) outside git.
+        """
+        def git(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True, timeout=120)
+
+        try:
+            status = git("status", "--porcelain", "-z", "--untracked-files=normal")
+        except (OSError, subprocess.TimeoutExpired):
+            return "", None
+        if status.returncode != 0:
+            return "", None
+        head = git("rev-parse", "--verify", "--quiet", "HEAD")
+        entries = [e[3:] for e in status.stdout.split("\0") if len(e) > 3]
+        dirty = any(not (name.endswith(".dvc") or Path(name).name == ".gitignore") for name in entries)
+        return (head.stdout.strip() if head.returncode == 0 else ""), dirty
 
     def track(self, path: Path) -> Versioned:
-        """``dvc add`` then push; the local artifact is kept whatever the push does."""
+        """``dvc add`` then push it with the pointers beside it; the local artifact is kept whatever the push does.
+
+        The pointers beside ``artifacts/<dataset>/x.dvc`` are the partition's
+        other artifacts, so a push that failed earlier is retried here; for
+        ``data.dvc`` it is the data folder alone.
+        """
+        commit, dirty = self.git_state()
         dvc_file, md5, size = self.add(path)
-        pushed, message = self.push_targets([dvc_file])
-        return Versioned(path, dvc_file, md5, size, pushed, message)
+        siblings = sorted(dvc_file.parent.glob("*.dvc"))
+        pushed, message = self.push_targets([dvc_file, *siblings])
+        return Versioned(path, dvc_file, md5, size, pushed, message, commit, dirty)

@@ -62,7 +62,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_overrides(pairs: list[str]) -> dict:
+def parse_overrides(pairs: list[str]) -> dict:
     """``["batch_size=64", "amp=none"]`` -> typed values, by the TrainConfig field types."""
     import dataclasses
 
@@ -90,22 +90,30 @@ def _parse_overrides(pairs: list[str]) -> dict:
 def _load_table(args: argparse.Namespace):
     from fmn_core.data import load_split_table
 
-    if args.splits:
-        return load_split_table(args.splits)
+    if args.splits:  # --root with --splits: where the dataset is now, when it moved after the table was written
+        return load_split_table(args.splits, root=args.root)
     if not (args.dataset and args.root):
         raise ValueError("give either --splits (a saved split table) or --dataset and --root")
     return read_dataset(args.dataset, args.root).table
 
 
-def _train(args: argparse.Namespace) -> int:
+def train_from_args(args: argparse.Namespace, on_epoch_end=None):
+    """``fmn train-stage1/2`` as a call: the parsed arguments in, the TrainResult out.
+
+    ``on_epoch_end(stage, epoch, row)`` is called on every rank after each epoch, so a
+    caller (an orchestrator's torchrun entry point) can report progress as it happens.
+    """
     from fmn_core.engine import preset, train_stage1, train_stage2
 
-    config = preset(args.preset, **_parse_overrides(args.set))
+    config = preset(args.preset, **parse_overrides(args.set))
     table = _load_table(args)
     if args.command == "train-stage1":
-        result = train_stage1(table, config, args.out, resume=not args.no_resume)
-    else:
-        result = train_stage2(table, config, args.grn, args.out, resume=not args.no_resume)
+        return train_stage1(table, config, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
+    return train_stage2(table, config, args.grn, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
+
+
+def _train(args: argparse.Namespace) -> int:
+    result = train_from_args(args)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"stage {result.stage}: {result.epochs} epochs in {result.wall_seconds:.1f} s "
               f"({result.images_per_second:.0f} images/s on {result.device}); final {result.final}")
@@ -128,7 +136,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fmn_core.retrieval.descriptors import DescriptorTable
     from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
 
-    results = evaluate_descriptors(DescriptorTable.load(args.descriptors), rerank=args.rerank)
+    table = DescriptorTable.concat([DescriptorTable.load(path) for path in args.descriptors])
+    results = evaluate_descriptors(table, rerank=args.rerank)
     print(results_markdown(results))
     if args.json:
         from fmn_core.utils.atomic import atomic_write_text
@@ -139,7 +148,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASET_READERS), help="dataset name (with --root)")
-    parser.add_argument("--root", type=Path, help="dataset root")
+    parser.add_argument("--root", type=Path, help="dataset root (with --splits: where a moved dataset is now)")
     parser.add_argument("--splits", type=Path, help="a saved split table instead of --dataset/--root")
 
 
@@ -184,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     extract.set_defaults(func=_extract)
 
     evaluate = commands.add_parser("evaluate", help="CMC / mAP / mINP of a descriptor table (Table 1's rows)")
-    evaluate.add_argument("descriptors", type=Path, help="a table written by 'fmn extract'")
+    evaluate.add_argument("descriptors", type=Path, nargs="+",
+                          help="a table written by 'fmn extract', or the pipeline's query_descriptors.parquet and "
+                               "gallery_descriptors.parquet together")
     evaluate.add_argument("--rerank", action="store_true", help="add the FMN + k-reciprocal re-ranking row")
     evaluate.add_argument("--json", type=Path, help="also write the metrics here")
     evaluate.set_defaults(func=_evaluate)

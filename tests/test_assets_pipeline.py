@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import dagster as dg
+import pyarrow.parquet as pq
 import pytest
+import torch
 import yaml
 from dagster._core.definitions.data_version import StaleStatus, extract_data_version_from_entry
 from dagster._utils.test.data_versions import get_stale_status_resolver
@@ -14,17 +18,27 @@ from fmn_assets import defs
 from fmn_assets.assets import ASSETS, CHECKS
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.engine import load_checkpoint
+from fmn_core.retrieval import DescriptorTable
 from tests.conftest import write_image
-from tests.dagster_project import BIN, TINY_RUN_CONFIG, make_project, run
+from tests.dagster_project import BIN, TINY_DATA_CONFIG, TINY_RUN_CONFIG, make_project, run
 
 PIPELINE = defs.resolve_job_def("fmn_pipeline")
 
 
 def execute(instance, partition: str = "synthetic", selection: list[str] | None = None, config: dict | None = None):
-    """The fmn_pipeline job, or a few assets of it (their config only), in this process."""
-    config = config or TINY_RUN_CONFIG
+    """The fmn_pipeline job, or a few assets of it (their config only), in this process.
+
+    For the synthetic partition the whole graph is two runs, as in the main job: synthetic_dataset (a partitions
+    definition of its own), then fmn_pipeline.
+    """
+    config = config or {"ops": {**TINY_DATA_CONFIG["ops"], **TINY_RUN_CONFIG["ops"]}}
     if selection is None:
-        return PIPELINE.execute_in_process(run_config=config, partition_key=partition, instance=instance,
+        if partition == "synthetic":
+            data = execute(instance, "synthetic", ["synthetic_dataset"], config)
+            if not data.success:
+                return data
+        ops = {name: value for name, value in config["ops"].items() if name != "synthetic_dataset"}
+        return PIPELINE.execute_in_process(run_config={"ops": ops}, partition_key=partition, instance=instance,
                                            raise_on_error=False)
     ops = {name: value for name, value in config["ops"].items() if name in selection}
     return dg.materialize([*ASSETS, *CHECKS], selection=selection, partition_key=partition, instance=instance,
@@ -62,6 +76,8 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
     splits = mats["dataset_splits"].metadata
     assert splits["dagster/row_count"].value == 300 and splits["train_images"].value == 156
     assert [c.name for c in splits["dagster/column_schema"].schema.columns][:4] == ["path", "pid", "camid", "split"]
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    assert splits["git_commit"].value == head and splits["git_dirty"].value is False  # next to the DVC md5
     grn = mats["grn_checkpoint"].metadata
     for key in ("path", "size_mb", "dvc_md5", "epochs", "wall_seconds", "images_per_second", "final_loss",
                 "final_train_accuracy", "history"):
@@ -78,7 +94,14 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
               if e.event_type_value == "ASSET_CHECK_EVALUATION"}
     assert checks == {name: True for name in ("split_table_schema", "images_readable", "identities_disjoint",
                                               "queries_matchable", "official_counts", "grn_checkpoint_loads",
-                                              "fmn_checkpoint_loads", "fmn_mask_alive", "metrics_in_range")}
+                                              "fmn_checkpoint_loads", "fmn_mask_alive", "query_descriptors_usable",
+                                              "gallery_descriptors_usable", "metrics_in_range")}
+    assert [r.data["method"] for r in metrics["table_1"].value.records] == ["GRN", "LAN", "FMN", "FMN + re-ranking"]
+    assert {c.name: c.type for c in metrics["table_1"].value.schema.columns}["mAP"] == "float"
+    assert [r.data["epoch"] for r in grn["history_table"].value.records] == [1, 2]
+    assert metrics["seeds"].value == 1 and metrics["training_seed"].value == 0
+    assert metrics["fmn_mAP_mean"].value == metrics["fmn_mAP"].value and metrics["fmn_mAP_std"].value == 0
+    assert "| FMN + re-ranking |" in metrics["seed_study"].value
     assert (project / "artifacts" / "synthetic" / "pictures" / "cmc.png").stat().st_size > 5000
 
 
@@ -106,20 +129,49 @@ def test_fresh_clone_gets_everything_back_with_dvc_pull(pipeline, tmp_path):
         assert (clone / "artifacts" / "synthetic" / name).read_bytes() == \
             (project / "artifacts" / "synthetic" / name).read_bytes()
     assert len(list((clone / "data" / "synthetic" / "bounding_box_train").iterdir())) == 156
+    gallery = DescriptorTable.load(clone / "artifacts" / "synthetic" / "gallery_descriptors.parquet")
+    assert gallery.image_root == clone / "data" / "synthetic"  # the clone's own images, not the original's
+    assert all(Path(p).is_file() for p in gallery.meta["path"])
+
+
+def test_saved_tables_hold_relative_paths(pipeline):
+    project, _, _, _ = pipeline
+    folder = project / "artifacts" / "synthetic"
+    for name in ("splits.parquet", "query_descriptors.parquet", "gallery_descriptors.parquet"):
+        table = pq.read_table(folder / name)
+        assert not any(p.startswith("/") for p in table.column("path").to_pylist()), name
+        assert table.schema.metadata[b"fmn.image_root_from_table"] == b"../../data/synthetic", name
+    assert json.loads((folder / "splits.report.json").read_text())["root"] == "../../data/synthetic"
 
 
 def test_new_data_makes_downstream_stale(pipeline):
     _, _, instance, _ = pipeline
-    config = {"ops": {"dataset_splits": {"config": {"synthetic_preset": "tiny", "synthetic_seed": 1}}}}
-    result = execute(instance, selection=["dataset_splits"], config=config)
+    config = {"ops": {"synthetic_dataset": {"config": {"preset": "tiny", "seed": 1}}}}
+    result = execute(instance, selection=["synthetic_dataset"], config=config)
     assert result.success, failure_messages(result)
+    resolver = get_stale_status_resolver(instance, ASSETS)
+    assert resolver.get_status(dg.AssetKey("dataset_splits"), "synthetic") == StaleStatus.STALE
+    assert execute(instance, selection=["dataset_splits"]).success
     resolver = get_stale_status_resolver(instance, ASSETS)
     assert resolver.get_status(dg.AssetKey("grn_checkpoint"), "synthetic") == StaleStatus.STALE
     assert resolver.get_status(dg.AssetKey("dataset_splits"), "synthetic") == StaleStatus.FRESH
-    restore = execute(instance, selection=["dataset_splits"])
-    assert restore.success
+    for selection in (["synthetic_dataset"], ["dataset_splits"]):  # back to the seed-0 data
+        assert execute(instance, selection=selection).success
     resolver = get_stale_status_resolver(instance, ASSETS)
     assert resolver.get_status(dg.AssetKey("grn_checkpoint"), "synthetic") == StaleStatus.FRESH
+
+
+def test_changed_training_code_marks_the_checkpoints_stale(pipeline):
+    _, _, instance, _ = pipeline
+    resolver = get_stale_status_resolver(instance, ASSETS)
+    assert resolver.get_status(dg.AssetKey("fmn_checkpoint"), "synthetic") == StaleStatus.FRESH
+    edited = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="edited"))
+              if isinstance(a, dg.AssetsDefinition) and dg.AssetKey("grn_checkpoint") in a.keys else a
+              for a in ASSETS]
+    resolver = get_stale_status_resolver(instance, edited)
+    assert resolver.get_status(dg.AssetKey("grn_checkpoint"), "synthetic") == StaleStatus.STALE
+    causes = resolver.get_stale_root_causes(dg.AssetKey("grn_checkpoint"), "synthetic")
+    assert any("code version" in cause.reason for cause in causes), causes
 
 
 def test_raw_data_observation_reports_each_datasets_dvc_version(pipeline):
@@ -144,6 +196,8 @@ def test_training_step_can_run_under_torchrun(pipeline):
     assert result.success, failure_messages(result)
     meta = materializations(result)["grn_checkpoint"].metadata
     assert meta["device"].value == "torchrun" and meta["epochs"].value == 1
+    messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert any(m.startswith("stage 1 epoch 1/1: ") and "(rank 0 of 2)" in m for m in messages), messages[-20:]
     state = load_checkpoint(project / "artifacts" / "synthetic" / "grn.pt")
     assert state["complete"] and state["history"][0]["images"] == 2 * (156 // 2 // 16) * 16
 
@@ -205,15 +259,21 @@ def test_unreachable_remote_keeps_the_artifact_and_the_next_run_pushes_it(pipeli
         result = execute(instance, selection=["grn_checkpoint"])
         assert result.success, failure_messages(result)
         meta = materializations(result)["grn_checkpoint"].metadata
-        assert meta["dvc_pushed"].value is False and "push failed" in meta["dvc_push"].value
+        assert meta["dvc_pushed"].value is False and "push" in meta["dvc_push"].value
+        assert "/proc/no-such-remote" in meta["dvc_push"].value  # DVC's reason
         assert load_checkpoint(project / "artifacts" / "synthetic" / "grn.pt")["complete"]
         md5 = meta["dvc_md5"].value
         assert not (remote / "files" / "md5" / md5[:2] / md5[2:]).exists()
     finally:
         run([BIN / "dvc", "remote", "modify", "local", "url", remote], project)
+    assert not (project / ".dvc" / "tmp" / "fmn-pending-push.json").exists()  # no queue: DVC knows what is missing
     result = execute(instance, selection=["fmn_checkpoint"])
     assert result.success and materializations(result)["fmn_checkpoint"].metadata["dvc_pushed"].value is True
-    assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()  # the pending push went out too
+    # the step pushes every pointer of the partition, so the checkpoint the failed push left behind went out too
+    assert (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    status = run([BIN / "dvc", "status", "--cloud", "--json", *sorted(
+        str(p.relative_to(project)) for p in (project / "artifacts" / "synthetic").glob("*.dvc"))], project)
+    assert json.loads(status.stdout) == {}  # nothing of the partition is missing from the remote
 
 
 def test_same_partition_twice_at_once_is_refused(pipeline):
@@ -226,8 +286,45 @@ def test_same_partition_twice_at_once_is_refused(pipeline):
     assert (project / "artifacts" / "synthetic" / "grn.pt").stat().st_mtime_ns == before
 
 
+def _resave_with(path, **config_changes) -> None:
+    state = load_checkpoint(path)
+    torch.save({**state, "config": {**state["config"], **config_changes}}, path)
+
+
+def test_seed_study_pools_the_seeds_of_one_recipe_and_nothing_else(pipeline, tmp_path, monkeypatch):
+    project, _, _, _ = pipeline
+    shutil.copytree(project / "artifacts", tmp_path / "artifacts")  # a copy: the shared project stays as it is
+    monkeypatch.setenv("FMN_PROJECT_DIR", str(tmp_path))
+    checkpoint = tmp_path / "artifacts" / "synthetic" / "fmn.pt"
+    instance = dg.DagsterInstance.ephemeral()
+
+    def evaluate() -> dict:
+        result = execute(instance, selection=["evaluation_metrics"])
+        assert result.success, failure_messages(result)
+        return materializations(result)["evaluation_metrics"].metadata
+
+    first = evaluate()
+    _resave_with(checkpoint, seed=7)  # the same weights under another seed: equal scores, so std 0
+    second = evaluate()
+    assert second["seeds"].value == 2 and second["training_seed"].value == 7
+    assert "training seeds: 0, 7" in second["seed_study"].value
+    assert second["fmn_mAP_mean"].value == first["fmn_mAP"].value and second["fmn_mAP_std"].value == 0
+    _resave_with(checkpoint, seed=8, margin=0.5)  # another recipe: a study of its own
+    third = evaluate()
+    assert third["seeds"].value == 1 and third["recipe_fingerprint"].value != second["recipe_fingerprint"].value
+
+
 def test_missing_dvc_repository_is_explained(tmp_path, monkeypatch):
     monkeypatch.setenv("FMN_PROJECT_DIR", str(tmp_path))
-    result = execute(dg.DagsterInstance.ephemeral(), selection=["dataset_splits"])
+    result = execute(dg.DagsterInstance.ephemeral(), selection=["synthetic_dataset"])
     assert "is not a DVC repository" in failure_messages(result)
     shutil.rmtree(tmp_path / "artifacts", ignore_errors=True)
+
+
+def test_synthetic_splits_wait_for_the_generated_data(tmp_path, monkeypatch):
+    make_project(tmp_path)
+    monkeypatch.setenv("FMN_PROJECT_DIR", str(tmp_path / "project"))
+    result = execute(dg.DagsterInstance.ephemeral(), selection=["dataset_splits"])
+    assert not result.success  # dataset_splits reads; it never generates into its own input
+    assert "materialize synthetic_dataset" in failure_messages(result)
+    assert not (tmp_path / "project" / "data").exists()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,17 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.dagster_project import BIN, REPO, TINY_RUN_CONFIG, make_project
+from tests.dagster_project import (
+    BIN,
+    REPO,
+    TINY_DATA_CONFIG,
+    TINY_RUN_CONFIG,
+    default_signals,
+    free_port,
+    make_project,
+    stop_process_group,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ASSETS = ("dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors", "gallery_descriptors",
           "evaluation_metrics")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -68,37 +69,6 @@ def dagster_dev(tmp_path_factory):
         log.close()
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def default_signals() -> None:
-    """A background process may inherit ignored SIGINT / SIGTERM; dagster dev must hear them to shut down."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def stop_process_group(server: subprocess.Popen) -> None:
-    """Stop the server and everything it started (webserver, daemon, code server) by process group id.
-
-    SIGINT first (dagster dev then stops its children itself), SIGTERM and SIGKILL if anything is left.
-    """
-    for sig, grace in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        if not group_alive(server.pid):
-            break
-        os.killpg(server.pid, sig)
-        deadline = time.time() + grace
-        while time.time() < deadline and group_alive(server.pid):
-            server.poll()
-            time.sleep(0.25)
-    server.wait(timeout=10)
-    assert not group_alive(server.pid), "processes of dagster dev are still running"
-
-
 LAUNCH = """
 mutation Launch($params: ExecutionParams!) {
   launchRun(executionParams: $params) {
@@ -129,12 +99,12 @@ query Metadata {
 REPOSITORIES = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
 
 
-def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagster_dev):
-    url, project, _ = dagster_dev
+def launch(url: str, job: str, config: dict) -> str:
+    """Launch ``job`` for the synthetic partition through GraphQL, wait for it to end; returns the run id."""
     repository = graphql(url, REPOSITORIES)["repositoriesOrError"]["nodes"][0]
     params = {"selector": {"repositoryLocationName": repository["location"]["name"],
-                           "repositoryName": repository["name"], "jobName": "fmn_pipeline"},
-              "runConfigData": TINY_RUN_CONFIG,
+                           "repositoryName": repository["name"], "jobName": job},
+              "runConfigData": config,
               "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "synthetic"}]}}
     launched = graphql(url, LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -145,7 +115,14 @@ def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagst
         if status in ("SUCCESS", "FAILURE", "CANCELED"):
             break
         time.sleep(2)
-    assert status == "SUCCESS"
+    assert status == "SUCCESS", (job, status)
+    return run_id
+
+
+def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagster_dev):
+    url, project, _ = dagster_dev
+    launch(url, "fmn_synthetic_data", TINY_DATA_CONFIG)  # the data first: its own partitions definition, own run
+    run_id = launch(url, "fmn_pipeline", TINY_RUN_CONFIG)
     materialization = graphql(url, METADATA)["assetOrError"]["assetMaterializations"][0]
     assert materialization["runId"] == run_id
     entries = {e["label"]: e for e in materialization["metadataEntries"]}

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
-from fmn_core.data import read_dataset
+from fmn_core.data import load_split_table, read_dataset
 from fmn_core.data.loading import decode_image
+from fmn_core.data.schema import IMAGE_ROOT_ATTR
 from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.engine import load_checkpoint, model_from_checkpoint, preset, train_stage1, train_stage2
 from fmn_core.engine.progress import read_metrics_log
@@ -49,6 +56,58 @@ def test_descriptor_table_holds_table_1_descriptors(trained, tmp_path):
     for kind in ("grn", "lan", "fmn"):
         assert np.array_equal(again.features[kind], descriptors.features[kind])
     assert set(again.subset("query").meta.split) == {"query"}
+
+
+def test_zero_and_non_finite_descriptors_are_counted_and_warned_about(trained):
+    table, _, checkpoint, descriptors = trained
+    assert all(c == {"zero": 0, "non_finite": 0} for c in descriptors.degenerate_rows().values())
+    broken = DescriptorTable(descriptors.meta, {k: v.copy() for k, v in descriptors.features.items()})
+    broken.features["grn"][0] = 0
+    broken.features["lan"][1, 3] = np.nan
+    assert broken.degenerate_rows()["grn"] == {"zero": 1, "non_finite": 0}
+    assert broken.degenerate_rows()["lan"] == {"zero": 0, "non_finite": 1}
+    assert broken.degenerate_paths() == broken.meta.path[:2].tolist()
+    silenced = model_from_checkpoint(load_checkpoint(checkpoint))
+    for module in silenced.modules():  # every BatchNorm outputs 0: the ReLU6 network gives g = l = 0
+        if isinstance(module, torch.nn.BatchNorm2d):
+            torch.nn.init.zeros_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    with pytest.warns(UserWarning, match="degenerate descriptors"):
+        zero, _ = extract_descriptors(silenced, table, progress=False, device="cpu")
+    assert zero.degenerate_rows()["grn"]["zero"] == len(zero)
+
+
+def test_a_moved_dataset_and_its_tables_stay_usable(trained, tmp_path):
+    """Tables store image paths relative to the dataset root; moved together with the data, they still work."""
+    table, _, checkpoint, _ = trained
+    project = tmp_path / "a"
+    shutil.copytree(table.attrs[IMAGE_ROOT_ATTR], project / "data" / "synthetic")
+    loaded = read_dataset("synthetic", project / "data" / "synthetic")
+    out = project / "artifacts" / "synthetic"
+    loaded.save(out / "splits.parquet")
+    extracted, _ = extract_descriptors(checkpoint, loaded.table, progress=False)
+    assert extracted.image_root == project / "data" / "synthetic"
+    for split in ("query", "gallery"):
+        extracted.subset(split).save(out / f"{split}_descriptors.parquet")
+    for name in ("splits.parquet", "query_descriptors.parquet", "gallery_descriptors.parquet"):
+        assert not any(p.startswith("/") for p in pq.read_table(out / name).column("path").to_pylist()), name
+    before = results_markdown(evaluate_descriptors(extracted, rerank=True))
+
+    shutil.move(project, tmp_path / "b")
+    root, out = tmp_path / "b" / "data" / "synthetic", tmp_path / "b" / "artifacts" / "synthetic"
+    splits = load_split_table(out / "splits.parquet")
+    assert splits.drop(columns="path").equals(loaded.table.drop(columns="path"))
+    assert all(p.startswith(f"{root}/") and Path(p).is_file() for p in splits.path)
+    tables = [DescriptorTable.load(out / f"{split}_descriptors.parquet") for split in ("query", "gallery")]
+    assert all(t.image_root == root and all(Path(p).is_file() for p in t.meta.path) for t in tables)
+    both = DescriptorTable.concat(tables)
+    assert both.meta.drop(columns="path").equals(extracted.meta.drop(columns="path"))
+    assert all(np.array_equal(both.features[k], extracted.features[k]) for k in extracted.features)
+    cli = subprocess.run([sys.executable, "-m", "fmn_core", "evaluate", "query_descriptors.parquet",
+                          "gallery_descriptors.parquet", "--rerank"], cwd=out, capture_output=True, text=True,
+                         timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert before in cli.stdout and "not under" not in cli.stderr  # the same numbers, images found
 
 
 def test_flip_averaging_is_mirror_symmetric(trained, tmp_path):

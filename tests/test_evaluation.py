@@ -125,3 +125,16 @@ def test_cmc_monotone_bounded_and_map_invariant_to_gallery_order(problem):
     shuffled = evaluate(distmat[:, perm], qp, gp[perm], qc, gc[perm])
     assert shuffled.mAP == pytest.approx(result.mAP, abs=1e-12)
     assert np.allclose(shuffled.cmc, result.cmc)
+
+
+def test_seed_study_reports_mean_and_sample_std_per_method():
+    from fmn_core.retrieval.results import format_mean_std, mean_std, seed_study_markdown
+
+    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0) and mean_std([5.0]) == (5.0, 0.0)
+    assert format_mean_std([]) == "n/a" and format_mean_std([84.0, 86.0]) == "85.00 ± 1.41"
+    with pytest.raises(ValueError, match="at least one"):
+        mean_std([])
+    table = seed_study_markdown({0: {"GRN": {"rank1": 80.0, "mAP": 60.0}, "FMN": {"rank1": 90.0, "mAP": 70.0}},
+                                 2: {"GRN": {"rank1": 82.0, "mAP": 62.0}}})
+    assert "| GRN | 81.00 ± 1.41 | 61.00 ± 1.41 | 2 |" in table
+    assert "| FMN | 90.00 ± 0.00 | 70.00 ± 0.00 | 1 |" in table and "training seeds: 0, 2" in table

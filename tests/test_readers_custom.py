@@ -49,3 +49,20 @@ def test_missing_columns_and_missing_manifest(tmp_path):
     (tmp_path / "manifest.csv").write_text("file,person\nx.jpg,1\n")
     with pytest.raises(DatasetError, match=r"lacks the columns \['path', 'pid', 'camid', 'split'\]"):
         read_custom(tmp_path)
+
+
+def test_saved_table_is_relative_to_the_folder_holding_manifest_and_images(tmp_path):
+    import pyarrow.parquet as pq
+
+    from fmn_core.data import load_split_table
+
+    build(tmp_path / "set")
+    inside = read_custom(tmp_path / "set")
+    assert inside.image_root == tmp_path / "set"  # every image beside the manifest: its folder is the root
+    (tmp_path / "set" / "manifest.csv").write_text((tmp_path / "set" / "manifest.csv").read_text().replace(
+        "imgs/e.jpg", str(write_image(tmp_path / "shared" / "e.jpg"))))
+    spread = read_custom(tmp_path / "set")
+    assert spread.image_root == tmp_path  # one image elsewhere: the folder holding all of them
+    path = spread.save(tmp_path / "out" / "splits.parquet")
+    assert "shared/e.jpg" in pq.read_table(path).column("path").to_pylist()
+    assert load_split_table(path).path.tolist() == spread.table.path.tolist()

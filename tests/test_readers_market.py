@@ -149,6 +149,42 @@ def test_split_table_round_trip(tmp_path):
     assert path.with_suffix(".report.json").is_file()
 
 
+def test_saved_table_is_relative_and_follows_its_dataset(tmp_path):
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from fmn_core.data import load_split_table
+
+    build_market(tmp_path / "a" / "data" / "market1501")
+    loaded = read_market1501(tmp_path / "a" / "data" / "market1501")
+    path = loaded.save(tmp_path / "a" / "artifacts" / "market1501" / "splits.parquet")
+    stored = pq.read_table(path)
+    assert stored.column("path")[0].as_py() == "bounding_box_train/0002_c1s1_000451_03.jpg"  # relative on disk
+    assert stored.schema.metadata[b"fmn.image_root_from_table"] == b"../../data/market1501"
+    report = json.loads(path.with_suffix(".report.json").read_text())
+    assert report["root"] == "../../data/market1501" and not any(
+        e.startswith("/") for f in report["findings"] for e in f["examples"])
+
+    shutil.move(tmp_path / "a", tmp_path / "b")  # the dataset and its table move together
+    moved = load_split_table(tmp_path / "b" / "artifacts" / "market1501" / "splits.parquet")
+    new_root = tmp_path / "b" / "data" / "market1501"
+    assert moved.path.tolist() == [p.replace(str(tmp_path / "a"), str(tmp_path / "b")) for p in loaded.table.path]
+    assert all(Path(p).is_file() for p in moved.path) and moved.drop(columns="path").equals(
+        loaded.table.drop(columns="path"))
+
+    shutil.move(new_root, tmp_path / "elsewhere")  # now the dataset alone moves
+    table = tmp_path / "b" / "artifacts" / "market1501" / "splits.parquet"
+    with pytest.raises(DatasetLayoutError, match="which was .*a/data/market1501 when the table was written") as error:
+        load_split_table(table)
+    assert str(new_root) in str(error.value) and "pass its new root" in str(error.value)
+    with pytest.raises(DatasetLayoutError, match=f"not under {tmp_path / 'nowhere'}"):
+        load_split_table(table, root=tmp_path / "nowhere")
+    again = load_split_table(table, root=tmp_path / "elsewhere")
+    assert all(Path(p).is_file() and p.startswith(str(tmp_path / "elsewhere")) for p in again.path)
+
+
 def test_relative_root_gives_absolute_paths(tmp_path, monkeypatch):
     build_market(tmp_path / "m")
     monkeypatch.chdir(tmp_path)

@@ -24,36 +24,20 @@ def _result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
                   "unexpected_values": failed, "great_expectations": dg.MetadataValue.md(outcome.markdown())})
 
 
-CHECK = dict(asset=dataset_splits, blocking=True, partitions_def=dataset_partitions)
+#: (check name, description): one Great Expectations suite each, all validated in one step.
+SUITES = (
+    ("split_table_schema", "Columns and types, unique paths, split names, person id and camera ranges, training "
+                           "labels 0..r-1."),
+    ("images_readable", "Every image file exists and decodes completely."),
+    ("identities_disjoint", "No identity (distractors aside) is shared by train and test."),
+    ("queries_matchable", "Every query identity is in the gallery under another camera."),
+    ("official_counts", "Images per split equal the published counts (Market-1501: 12,936 / 3,368 / 19,732 with "
+                        "junk; CUHK03-NP; DukeMTMC-reID) or, for the synthetic dataset, the counts the generator "
+                        "recorded."),
+)
 
 
-@dg.asset_check(**CHECK, description="Columns and types, unique paths, split names, person id and camera ranges, "
-                                     "training labels 0..r-1.")
-def split_table_schema(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    return _result(schema_suite(split_table(paths, context.partition_key), context.partition_key))
-
-
-@dg.asset_check(**CHECK, description="Every image file exists and decodes completely.")
-def images_readable(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    return _result(images_suite(split_table(paths, context.partition_key)))
-
-
-@dg.asset_check(**CHECK, description="No identity (distractors aside) is shared by train and test.")
-def identities_disjoint(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    return _result(identities_suite(split_table(paths, context.partition_key)))
-
-
-@dg.asset_check(**CHECK, description="Every query identity is in the gallery under another camera.")
-def queries_matchable(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    return _result(queries_suite(split_table(paths, context.partition_key)))
-
-
-@dg.asset_check(**CHECK, description="Images per split equal the published counts (Market-1501: 12,936 / 3,368 / "
-                                     "19,732 with junk; CUHK03-NP; DukeMTMC-reID) or, for the synthetic dataset, "
-                                     "the counts the generator recorded.")
-def official_counts(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    dataset = context.partition_key
-    table = split_table(paths, dataset)
+def _counts_result(paths: ProjectPaths, dataset: str, table) -> dg.AssetCheckResult:
     report = load_report(paths, dataset)
     junk = sum(f["count"] for f in report["findings"] if f["kind"] == "junk_image")
     if dataset == "synthetic":
@@ -66,3 +50,24 @@ def official_counts(context: dg.AssetCheckExecutionContext, paths: ProjectPaths)
     else:
         return dg.AssetCheckResult(passed=True, metadata={"note": f"no published counts for '{dataset}'"})
     return _result(counts_suite(table, expected, junk))
+
+
+@dg.multi_asset_check(
+    specs=[dg.AssetCheckSpec(name, asset=dataset_splits, blocking=True, partitions_def=dataset_partitions,
+                             description=description) for name, description in SUITES],
+    description="The split table's Great Expectations suites: loaded once, validated in one step, one result "
+                "per suite. Each is blocking: a failure stops training downstream.")
+def split_table_suites(context: dg.AssetCheckExecutionContext, paths: ProjectPaths):
+    dataset = context.partition_key
+    table = split_table(paths, dataset)
+    outcomes = {
+        "split_table_schema": lambda: _result(schema_suite(table, dataset)),
+        "images_readable": lambda: _result(images_suite(table)),
+        "identities_disjoint": lambda: _result(identities_suite(table)),
+        "queries_matchable": lambda: _result(queries_suite(table)),
+        "official_counts": lambda: _counts_result(paths, dataset, table),
+    }
+    for name, _ in SUITES:
+        result = outcomes[name]()
+        yield dg.AssetCheckResult(check_name=name, asset_key=dataset_splits.key, passed=result.passed,
+                                  severity=result.severity, metadata=result.metadata)

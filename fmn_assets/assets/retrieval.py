@@ -10,20 +10,21 @@ import pandas as pd
 
 from fmn_assets.assets.data import OWNERS, dataset_splits, split_table
 from fmn_assets.assets.training import GPU_TAGS, fmn_checkpoint
+from fmn_assets.code_versions import DESCRIPTOR_CODE, EVALUATION_CODE
 from fmn_assets.configs import DescriptorConfig, EvaluationConfig
-from fmn_assets.metadata import image_markdown, table_schema
+from fmn_assets.metadata import image_markdown, records_table, table_schema
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.engine import CheckpointError, load_checkpoint, model_from_checkpoint
 from fmn_core.engine.progress import read_metrics_log
 from fmn_core.retrieval import DescriptorTable, extract_descriptors, pairwise_distance
-from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
+from fmn_core.retrieval.results import evaluate_descriptors, mean_std, results_markdown, seed_study_markdown
 from fmn_core.utils.atomic import atomic_write_text
 from fmn_core.viz import plot_cmc, plot_heatmaps, plot_ranked_lists, plot_training_curves
 from fmn_core.viz.ranked_lists import RankedRow
 
 DESCRIPTOR_KIND = {"kinds": {"pytorch", "parquet", "dvc"}, "owners": OWNERS, "group_name": "retrieval",
-                   "deps": [fmn_checkpoint, dataset_splits]}
+                   "deps": [fmn_checkpoint, dataset_splits], "code_version": DESCRIPTOR_CODE}
 
 
 @dg.multi_asset(
@@ -60,8 +61,36 @@ def descriptor_tables(context: dg.AssetExecutionContext, config: DescriptorConfi
                                            "identities": int(part.meta.pid.nunique()),
                                            **{f"{k}_dim": w for k, w in widths.items()}, "alpha": part.alpha,
                                            "flip_averaged": config.flip, "images_per_second": round(rate, 1),
-                                           "dvc_md5": versioned.md5, "dvc_pushed": versioned.pushed,
-                                           "dvc_push": versioned.push_message})
+                                           **versioned.metadata()})
+
+
+def _descriptor_check(split: str) -> dg.AssetChecksDefinition:
+    """A blocking check that a descriptor table loads and that no row is non-finite; zero rows only warn."""
+
+    @dg.asset_check(asset=f"{split}_descriptors", name=f"{split}_descriptors_usable", blocking=True,
+                    partitions_def=dataset_partitions,
+                    description=f"{split}_descriptors.parquet loads, and no descriptor is NaN / infinite (an error, "
+                                "blocks evaluation) or all zero (a warning: such an image ranks the gallery at "
+                                "random, usually an input too small for the backbone).")
+    def check(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
+        path = paths.artifacts(context.partition_key) / f"{split}_descriptors.parquet"
+        try:
+            table = DescriptorTable.load(path)
+        except (FileNotFoundError, ValueError, OSError) as exc:
+            return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
+        counts = table.degenerate_rows()
+        non_finite = sum(c["non_finite"] for c in counts.values())
+        zero = sum(c["zero"] for c in counts.values())
+        severity = dg.AssetCheckSeverity.ERROR if non_finite or not len(table) else dg.AssetCheckSeverity.WARN
+        return dg.AssetCheckResult(passed=not (non_finite or zero or not len(table)), severity=severity, metadata={
+            "rows": len(table), "non_finite_rows": non_finite, "zero_rows": zero,
+            "per_kind": dg.MetadataValue.json(counts), "examples": ", ".join(table.degenerate_paths()) or "none"})
+
+    return check
+
+
+query_descriptors_usable = _descriptor_check("query")
+gallery_descriptors_usable = _descriptor_check("gallery")
 
 
 def _figure4_rows(query: DescriptorTable, gallery: DescriptorTable, count: int) -> list[RankedRow]:
@@ -85,8 +114,42 @@ def _figure4_rows(query: DescriptorTable, gallery: DescriptorTable, count: int) 
     return rows
 
 
+#: TrainConfig fields that change from run to run without changing the recipe
+_NOT_RECIPE = ("seed", "device", "processes", "amp")
+
+
+def recipe_fingerprint(train_config: dict, meta: pd.DataFrame) -> str:
+    """What a seed study may pool over: the training recipe (seed aside) and the evaluated images."""
+    recipe = {k: v for k, v in sorted(train_config.items()) if k not in _NOT_RECIPE}
+    images = meta.assign(path=meta["path"].map(lambda p: p.rsplit("/", 1)[-1]))
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode())
+    digest.update(pd.util.hash_pandas_object(images, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _seed_study(context: dg.AssetExecutionContext, fingerprint: str, seed: int,
+                scores: dict[str, dict[str, float]]) -> dict[int, dict[str, dict[str, float]]]:
+    """This run plus the latest earlier materialization of every other seed with the same recipe and images.
+
+    Read from the instance's own event log, so a study grows as runs with other
+    seeds are materialized (``python3 run.py main --seeds 0 1 2``).
+    """
+    per_seed = {seed: scores}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=500)
+    for record in records.records:  # newest first
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if getattr(metadata.get("recipe_fingerprint"), "value", None) != fingerprint:
+            continue
+        earlier_seed, earlier = metadata.get("training_seed"), metadata.get("scores")
+        if earlier_seed is not None and earlier is not None:
+            per_seed.setdefault(int(earlier_seed.value), earlier.value)
+    return dict(sorted(per_seed.items()))
+
+
 @dg.asset(partitions_def=dataset_partitions, group_name="evaluation", owners=OWNERS,
           deps=["query_descriptors", "gallery_descriptors", fmn_checkpoint], kinds={"numpy", "matplotlib"},
+          code_version=EVALUATION_CODE,
           tags={"paper_section": "4.2", "paper_table": "1"},
           description="Rank-1/5/10/20, mAP and mINP of the GRN, LAN and FMN descriptors and of FMN + k-reciprocal "
                       "re-ranking (Table 1), with the CMC curves, Figure-4 ranked lists, mask and activation heat "
@@ -99,7 +162,8 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
         try:
             query = DescriptorTable.load(out / "query_descriptors.parquet")
             gallery = DescriptorTable.load(out / "gallery_descriptors.parquet")
-            model = model_from_checkpoint(load_checkpoint(out / "fmn.pt"))
+            state = load_checkpoint(out / "fmn.pt")
+            model = model_from_checkpoint(state)
         except (FileNotFoundError, CheckpointError, ValueError) as exc:
             raise dg.Failure(allow_retries=False, description=f"evaluation of '{dataset}' cannot start: {exc}") from exc
         both = DescriptorTable(pd.concat([query.meta, gallery.meta]),
@@ -127,7 +191,23 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
                                                      if f.is_file()], pictures / "training.png"),
         }
     fmn = results["FMN"].summary()
+    train_config = state["config"]
+    seed = int(train_config.get("seed", 0))
+    fingerprint = recipe_fingerprint(train_config, both.meta)
+    scores = {name: {k: round(float(r.summary()[k]), 4) for k in ("rank1", "mAP")} for name, r in results.items()}
+    per_seed = _seed_study(context, fingerprint, seed, scores)
+    study = {f"{name.lower().replace(' + re-ranking', '_reranked')}_{metric}_{stat}": round(value, 2)
+             for name in ("FMN", "FMN + re-ranking", "GRN") if all(name in s for s in per_seed.values())
+             for metric in ("rank1", "mAP")
+             for stat, value in zip(("mean", "std"), mean_std([s[name][metric] for s in per_seed.values()]),
+                                    strict=True)}
     metadata = {"results": dg.MetadataValue.md(table),
+                "table_1": records_table([{"method": name, **{k: round(v, 2) for k, v in r.summary().items()},
+                                           "skipped_queries": r.num_skipped} for name, r in results.items()],
+                                         first_column="method"),
+                "seed_study": dg.MetadataValue.md(seed_study_markdown(per_seed)), "seeds": len(per_seed),
+                **study, "training_seed": seed, "recipe_fingerprint": fingerprint,
+                "scores": dg.MetadataValue.json(scores),
                 "metrics_path": dg.MetadataValue.path(str(out / "metrics.json")),
                 "pictures": dg.MetadataValue.path(str(pictures)),
                 "fmn_rank1": round(fmn["rank1"], 2), "fmn_mAP": round(fmn["mAP"], 2),

@@ -1,15 +1,17 @@
 """Training stage: Algorithm 1's two checkpoints, and checks that they load and make sense."""
 
-import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
 import torch
+from dagster._core.errors import DagsterPipesExecutionError  # not re-exported at the top level
 
 from fmn_assets.assets.data import OWNERS, dataset_splits, split_table
+from fmn_assets.code_versions import TRAINING_CODE
 from fmn_assets.configs import FMNTrainingConfig, GRNTrainingConfig
-from fmn_assets.metadata import history_markdown
+from fmn_assets.k8s import gpu_step_k8s_config
+from fmn_assets.metadata import history_markdown, records_table
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.data import num_train_identities
@@ -18,27 +20,32 @@ from fmn_core.engine.progress import read_metrics_log
 from fmn_core.models import WeightsUnavailableError
 from fmn_core.models.mixing import mask_collapse_reasons
 
-#: One GPU per training step on Kubernetes (dagster-k8s reads this tag; local runs ignore it).
-GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {
-    "requests": {"nvidia.com/gpu": "1", "cpu": "4", "memory": "24Gi"},
-    "limits": {"nvidia.com/gpu": "1", "memory": "48Gi"}}}}}
+#: One GPU per GPU step on Kubernetes, plus the GPU-node toleration and a RAM /dev/shm (dagster-k8s reads this tag;
+#: local runs ignore it). `processes: N` needs N GPUs: fmn_assets.k8s.multi_gpu_run_config sets both per run.
+GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1)}
 #: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint.
 TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners=OWNERS, kinds={"pytorch", "dvc"},
-                pool="gpu", retry_policy=TRAINING_RETRY, op_tags=GPU_TAGS)
+                pool="gpu", retry_policy=TRAINING_RETRY, op_tags=GPU_TAGS, code_version=TRAINING_CODE)
 
 
-def _torchrun(stage: int, config: TrainConfig, splits: Path, out: Path, processes: int, grn: Path | None) -> None:
-    """Multi-GPU (or multi-process CPU) training: the same fmn_core CLI under torchrun."""
+def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, splits: Path, out: Path,
+              processes: int, grn: Path | None) -> None:
+    """Multi-GPU (or multi-process CPU) training under torchrun, reported live through Dagster Pipes.
+
+    Rank 0 of ``fmn_assets.torchrun_entry`` logs every epoch into this run's event log;
+    the processes' own output goes to the step's captured stdout / stderr.
+    """
     sets = [item for name, value in config.to_dict().items()
             for item in ("--set", f"{name}={'none' if value is None else value}")]
     command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(processes),
-               "-m", "fmn_core", f"train-stage{stage}", "--splits", str(splits), *sets, "--out", str(out),
-               *(["--grn", str(grn)] if grn else [])]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise dg.Failure(description=f"torchrun training (stage {stage}, {processes} processes) failed",
-                         metadata={"stderr": dg.MetadataValue.md(f"```\n{result.stderr[-4000:]}\n```")})
+               "-m", "fmn_assets.torchrun_entry", f"train-stage{stage}", "--splits", str(splits), *sets,
+               "--out", str(out), *(["--grn", str(grn)] if grn else [])]
+    try:
+        dg.PipesSubprocessClient().run(context=context, command=command)
+    except DagsterPipesExecutionError as exc:
+        raise dg.Failure(description=f"torchrun training (stage {stage}, {processes} processes) failed: {exc}. "
+                                     "The step's stderr (Logs tab) holds each process's traceback.") from exc
 
 
 def _result_from_files(stage: int, out: Path) -> TrainResult:
@@ -55,10 +62,7 @@ def _metadata(result: TrainResult, versioned) -> dict:
     return {
         "path": dg.MetadataValue.path(str(result.checkpoint)),
         "size_mb": round(result.checkpoint.stat().st_size / 1e6, 1),
-        "dvc_md5": versioned.md5,
-        "dvc_file": dg.MetadataValue.path(str(versioned.dvc_file)),
-        "dvc_pushed": versioned.pushed,
-        "dvc_push": versioned.push_message,
+        **versioned.metadata(),
         "epochs": result.epochs,
         "resumed_from_epoch": result.resumed_from_epoch,
         "wall_seconds": round(result.wall_seconds, 1),
@@ -67,6 +71,8 @@ def _metadata(result: TrainResult, versioned) -> dict:
         "final_loss": float(final.get("loss", float("nan"))),
         "final_train_accuracy": float(final.get("acc", float("nan"))),
         "history": history_markdown(result.history),
+        "history_table": records_table([{k: v for k, v in row.items() if k != "stage"} for row in result.history],
+                                       first_column="epoch"),
         **_mask_metadata(result.diagnostics),
     }
 
@@ -86,13 +92,21 @@ def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, p
     table = split_table(paths, dataset)
     try:
         config.validate()
+        if processes > 1 and config.device != "cpu" and torch.cuda.is_available() \
+                and torch.cuda.device_count() < processes:
+            raise ValueError(f"processes: {processes} needs {processes} GPUs, but this step sees "
+                             f"{torch.cuda.device_count()}; on Kubernetes request them with "
+                             "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set device: cpu")
         if processes > 1:
-            _torchrun(stage, config, out / "splits.parquet", out, processes, grn)
+            _torchrun(context, stage, config, out / "splits.parquet", out, processes, grn)
             return _result_from_files(stage, out)
 
+        total = config.stage1_epochs if stage == 1 else config.stage2_epochs
+
         def log_epoch(stage: int, epoch: int, row: dict) -> None:
-            context.log.info(f"stage {stage} epoch {epoch}: " + ", ".join(
-                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "stage"))
+            context.log.info(f"stage {stage} epoch {epoch}/{total}: " + ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                if k not in ("stage", "epoch")))
 
         if stage == 1:
             return train_stage1(table, config, out, progress=False, on_epoch_end=log_epoch)

@@ -161,4 +161,5 @@ def read_cuhk03(root: str | Path, kind: CropKind = "detected", cache_dir: str | 
                          "camid": int(protocol["camId"][index]) - 1, "split": split, "filename": name})
     report.add("index_out_of_range", "warning", "protocol indices outside filelist; skipped", out_of_range)
     report.add("missing_file", "warning", "protocol entries whose image is absent; skipped", missing)
-    return assemble(rows, report, check_images, strict)
+    # the images live in the extraction cache, not under root: saved tables are relative to that folder
+    return assemble(rows, report, check_images, strict, image_root=images_dir)

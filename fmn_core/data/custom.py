@@ -18,6 +18,7 @@ Rows that break the schema are skipped and reported with their line numbers.
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from fmn_core.data.assemble import LoadedDataset, assemble
@@ -70,7 +71,9 @@ def read_custom(manifest: str | Path, dataset: str = "custom", check_images: Ima
     report.add("malformed_row", "warning", "manifest rows that break the schema; skipped", malformed)
     report.add("missing_file", "warning", "manifest rows whose image file does not exist; skipped", missing_files)
     report.add("junk_image", "info", "pid -1 rows, dropped as junk", junk)
-    return assemble(rows, report, check_images, strict)
+    # saved tables are relative to the manifest's folder, or to the folder holding it and every image
+    image_root = Path(os.path.commonpath([str(base), *(os.path.dirname(row['path']) for row in rows)]))
+    return assemble(rows, report, check_images, strict, image_root=image_root)
 
 
 def _row_problem(record: dict[str, str]) -> str | None:

@@ -98,7 +98,7 @@ def read_market_style(root: str | Path, scheme: NamingScheme, dataset: str | Non
     report.add("camera_out_of_range", "warning",
                f"camera number outside 1..{scheme.num_cameras}; skipped", bad_camera)
     report.add("junk_image", "info", "pid -1 junk boxes, dropped as the standard protocol does", junk)
-    return assemble(rows, report, check_images, strict)
+    return assemble(rows, report, check_images, strict, image_root=base)
 
 
 def read_market1501(root: str | Path, check_images: ImageCheck = "header", strict: bool = True,

@@ -9,7 +9,9 @@ whole report.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -72,7 +74,7 @@ class DatasetReport:
         self.counts = {}
         for split, part in table.groupby("split", sort=False):
             self.counts[str(split)] = {
-                "images": int(len(part)),
+                "images": len(part),
                 "identities": int(part["pid"].nunique()),
                 "cameras": int(part["camid"].nunique()),
             }
@@ -82,12 +84,27 @@ class DatasetReport:
         if self.errors:
             raise DatasetError(self)
 
-    def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "root": self.root, "counts": self.counts,
-                "findings": [asdict(f) for f in self.findings]}
+    def to_dict(self, relative_to: str | Path | None = None) -> dict:
+        """The report as plain data; with ``relative_to``, the form written to disk.
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
+        On disk the root is relative to ``relative_to`` (the report file's folder)
+        and example paths under the root relative to the root, so the report
+        moves with the dataset like the split table does.
+        """
+        if relative_to is None:
+            return {"dataset": self.dataset, "root": self.root, "counts": self.counts,
+                    "findings": [asdict(f) for f in self.findings]}
+        base = self.root if os.path.isdir(self.root) else os.path.dirname(self.root)
+        prefix = os.path.abspath(base).rstrip(os.sep) + os.sep
+        findings = [{**asdict(f), "examples": [e[len(prefix):] if e.startswith(prefix) else e for e in f.examples]}
+                    for f in self.findings]
+        root = os.path.relpath(os.path.abspath(self.root), os.path.abspath(relative_to))
+        return {"dataset": self.dataset, "root": root,
+                "paths": "root relative to this file's folder; example paths under the root relative to it",
+                "counts": self.counts, "findings": findings}
+
+    def to_json(self, relative_to: str | Path | None = None) -> str:
+        return json.dumps(self.to_dict(relative_to), indent=2)
 
     def to_markdown(self) -> str:
         """A short Markdown summary, used as Dagster metadata and CLI output."""

@@ -10,7 +10,11 @@ Conventions (the ones the standard Market-1501 evaluation expects):
   distractor and stays in the gallery as an ordinary label; ``-1`` is a junk
   image and is dropped by the reader, with a count in the report, as torchreid
   does).
-* ``path`` is absolute, so a saved table can be used from any working folder.
+* ``path`` is absolute in memory, so a table can be used from any working
+  folder. On disk (Parquet) it is stored relative to the table's image root
+  (the dataset folder the reader read, e.g. ``data/<dataset>``), so a dataset
+  and its tables can be moved or pulled by DVC onto another machine; see
+  :func:`resolve_image_root` for how a saved table finds its images again.
 * ``camid`` is 0-based: camera ``c1`` in a file name becomes ``camid == 0``.
 * ``label`` is the training class index, ``0..r-1`` over the train identities
   in ascending ``pid`` order; query and gallery rows carry ``-1``.
@@ -18,9 +22,13 @@ Conventions (the ones the standard Market-1501 evaluation expects):
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 SPLITS: tuple[str, ...] = ("train", "query", "gallery")
 
@@ -34,6 +42,13 @@ COLUMNS: dict[str, str] = {
     "filename": "string",
     "label": "int64",
 }
+
+#: ``DataFrame.attrs`` key holding the absolute folder the in-memory table's image paths lie under.
+IMAGE_ROOT_ATTR = "fmn.image_root"
+#: Parquet schema-metadata keys: the image root when the table was written (absolute), and the same
+#: folder relative to the table file's own folder (what still resolves after the whole project moves).
+IMAGE_ROOT_KEY = b"fmn.image_root"
+IMAGE_ROOT_FROM_TABLE_KEY = b"fmn.image_root_from_table"
 
 #: Where the schema is documented for users writing their own manifests.
 SCHEMA_DOC = "path:str, pid:int, camid:int (0-based), split:train|query|gallery, dataset:str, filename:str, label:int"
@@ -81,23 +96,121 @@ def num_train_identities(frame: pd.DataFrame) -> int:
     return int(frame.loc[frame["split"] == "train", "pid"].nunique())
 
 
-def save_split_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write the table as Parquet atomically (temporary file, then rename)."""
+def common_image_root(paths: Sequence[str]) -> Path:
+    """The deepest folder holding every image: the root a table without a recorded one is stored against."""
+    if not len(paths):
+        raise ValueError("a table with no rows has no image root; pass root= explicitly")
+    folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    return Path(os.path.commonpath(sorted(folders)))
+
+
+def relative_image_paths(paths: Sequence[str], root: str | Path) -> list[str]:
+    """``paths`` relative to ``root`` (POSIX form), as a table stores them on disk.
+
+    Every path must lie under ``root``: a path outside it would not move with
+    the dataset, so it is refused with the offending paths named.
+    """
+    base = os.path.abspath(root)
+    prefix = base.rstrip(os.sep) + os.sep
+    out, outside = [], []
+    for path in paths:
+        absolute = os.path.abspath(path)
+        if absolute.startswith(prefix):
+            out.append(Path(absolute[len(prefix):]).as_posix())
+        else:
+            outside.append(absolute)
+    if outside:
+        raise ValueError(f"{len(outside)} image path(s) lie outside the image root {base}, so they cannot be stored "
+                         f"relative to it (e.g. {outside[:3]}); pass the folder that holds every image as root")
+    return out
+
+
+def image_root_metadata(root: str | Path, table_path: str | Path) -> dict[bytes, bytes]:
+    """The schema metadata that lets a saved table find its images again (see :func:`resolve_image_root`)."""
+    root = os.path.abspath(root)
+    folder = os.path.abspath(Path(table_path).parent)
+    return {IMAGE_ROOT_KEY: root.encode(), IMAGE_ROOT_FROM_TABLE_KEY: os.path.relpath(root, folder).encode()}
+
+
+def resolve_image_root(table_path: str | Path, metadata: dict[bytes, bytes] | None, relative: Sequence[str],
+                       root: str | Path | None = None, strict: bool = True) -> Path | None:
+    """The folder a saved table's relative image paths resolve against now.
+
+    ``root`` when given (the dataset's new place); otherwise the recorded root
+    relative to the table file (it holds after the dataset and its tables moved
+    together, e.g. a clone after ``dvc pull``), then the recorded absolute root
+    (the table alone was moved or copied). A candidate is accepted when it is a
+    folder holding at least one of a few sampled images, so a missing image is
+    left to validation while a wrong root is caught here. Returns None for an
+    old table whose paths are absolute. With no usable candidate, ``strict``
+    raises :class:`~fmn_core.data.report.DatasetLayoutError` naming the roots
+    tried; otherwise None.
+    """
+    metadata = metadata or {}
+    if IMAGE_ROOT_KEY not in metadata:
+        return None
+    table_path = Path(table_path)
+    recorded = Path(metadata[IMAGE_ROOT_KEY].decode())
+    candidates = [Path(root).expanduser().absolute()] if root is not None else []
+    if root is None and IMAGE_ROOT_FROM_TABLE_KEY in metadata:
+        from_table = os.path.join(table_path.absolute().parent, metadata[IMAGE_ROOT_FROM_TABLE_KEY].decode())
+        candidates.append(Path(os.path.normpath(from_table)))
+    if root is None and recorded not in candidates:
+        candidates.append(recorded)
+    sample = [relative[i] for i in sorted({0, len(relative) // 2, len(relative) - 1})] if len(relative) else []
+    for candidate in candidates:
+        if candidate.is_dir() and (not sample or any((candidate / name).exists() for name in sample)):
+            return candidate
+    if not strict:
+        return None
+    from fmn_core.data.report import DatasetLayoutError
+
+    tried = ", ".join(str(c) for c in candidates)
+    example = f" (e.g. {sample[0]} is in none of them)" if sample else ""
+    raise DatasetLayoutError(
+        f"{table_path}: its image paths are relative to the dataset root, which was {recorded} when the table was "
+        f"written; the images are not under {tried}{example}. The dataset has moved: pass its new root "
+        f"(root=... / --root), or read the dataset again to write a new table.")
+
+
+def save_split_table(frame: pd.DataFrame, path: str | Path, root: str | Path | None = None) -> Path:
+    """Write the table as Parquet atomically (temporary file, then rename), image paths relative to ``root``.
+
+    ``root`` defaults to the root the table was read from (``frame.attrs``), else
+    the common folder of its images; it goes into the schema metadata.
+    """
     from fmn_core.utils.atomic import atomic_write_path
 
     path = Path(path)
+    root = Path(root or frame.attrs.get(IMAGE_ROOT_ATTR) or common_image_root(frame["path"].tolist()))
+    stored = frame.assign(path=pd.Series(relative_image_paths(frame["path"].tolist(), root), index=frame.index,
+                                         dtype=frame["path"].dtype))
+    table = pa.Table.from_pandas(stored, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **image_root_metadata(root, path)})
     with atomic_write_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        pq.write_table(table, tmp)
     return path
 
 
-def load_split_table(path: str | Path) -> pd.DataFrame:
-    """Read a table written by :func:`save_split_table` and check its columns."""
+def load_split_table(path: str | Path, root: str | Path | None = None) -> pd.DataFrame:
+    """Read a table written by :func:`save_split_table`, check its columns, make its paths absolute.
+
+    ``root``: where the dataset is now, when it moved without its table (see
+    :func:`resolve_image_root`).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"split table not found: expected a Parquet file at {path}")
-    frame = pd.read_parquet(path)
+    table = pq.read_table(path)
+    frame = table.to_pandas()
     missing = [name for name in COLUMNS if name not in frame.columns]
     if missing:
         raise ValueError(f"{path} is not a split table: missing columns {missing}; expected {SCHEMA_DOC}")
-    return frame.astype(COLUMNS)[list(COLUMNS)]
+    frame = frame.astype(COLUMNS)[list(COLUMNS)]
+    relative = frame["path"].tolist()
+    base = resolve_image_root(path, table.schema.metadata, relative, root)
+    if base is not None:
+        prefix = str(base).rstrip(os.sep) + os.sep
+        frame["path"] = pd.Series([prefix + name for name in relative], index=frame.index, dtype=COLUMNS["path"])
+        frame.attrs[IMAGE_ROOT_ATTR] = str(base)
+    return frame

@@ -13,12 +13,17 @@ features of the horizontally flipped image before normalising.
 
 A :class:`DescriptorTable` is written as Parquet: one row per image with
 path, pid, camid and split, and one fixed-size list column per descriptor,
-so any Arrow reader gets the matrices back without copying.
+so any Arrow reader gets the matrices back without copying. As in a split
+table, ``path`` is stored relative to the image root recorded in the schema
+metadata and made absolute again on load (:mod:`fmn_core.data.schema`), so a
+table pulled by DVC onto another machine still names its images.
 """
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +37,14 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from fmn_core.data.loading import CachedBatches, ImageCache, decode_image, normalize
+from fmn_core.data.schema import (
+    IMAGE_ROOT_ATTR,
+    IMAGE_ROOT_KEY,
+    common_image_root,
+    image_root_metadata,
+    relative_image_paths,
+    resolve_image_root,
+)
 from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import prefers_channels_last
@@ -45,11 +58,15 @@ META_TYPES = {"path": "string", "pid": "int64", "camid": "int64", "split": "stri
 
 @dataclass
 class DescriptorTable:
-    """Row metadata plus one float32 matrix per descriptor kind."""
+    """Row metadata plus one float32 matrix per descriptor kind.
+
+    ``image_root``: the folder the images lie under; saved tables store paths relative to it.
+    """
 
     meta: pd.DataFrame
     features: dict[str, np.ndarray]
     alpha: float = 0.5
+    image_root: Path | None = None
 
     def __post_init__(self) -> None:
         self.meta = self.meta[list(META_COLUMNS)].astype(META_TYPES).reset_index(drop=True)
@@ -64,22 +81,69 @@ class DescriptorTable:
         """The rows of one split (``query`` or ``gallery``)."""
         mask = (self.meta["split"] == split).to_numpy()
         return DescriptorTable(self.meta[mask].reset_index(drop=True),
-                               {k: v[mask] for k, v in self.features.items()}, self.alpha)
+                               {k: v[mask] for k, v in self.features.items()}, self.alpha, self.image_root)
 
-    def save(self, path: str | Path) -> Path:
-        """Parquet, written atomically; the descriptor width and alpha go into the schema metadata."""
+    @classmethod
+    def concat(cls, tables: Sequence[DescriptorTable]) -> DescriptorTable:
+        """One table from several (the query and gallery tables the pipeline writes separately)."""
+        if not tables:
+            raise ValueError("no descriptor table to concatenate")
+        kinds = [sorted(t.features) for t in tables]
+        if any(k != kinds[0] for k in kinds) or any(t.alpha != tables[0].alpha for t in tables):
+            raise ValueError(f"descriptor tables differ in kinds or alpha: {kinds}, {[t.alpha for t in tables]}")
+        roots = {t.image_root for t in tables}
+        return cls(pd.concat([t.meta for t in tables], ignore_index=True),
+                   {k: np.concatenate([t.features[k] for t in tables]) for k in kinds[0]}, tables[0].alpha,
+                   roots.pop() if len(roots) == 1 else None)
+
+    def save(self, path: str | Path, root: str | Path | None = None) -> Path:
+        """Parquet, written atomically; alpha and the image root go into the schema metadata.
+
+        Image paths are written relative to ``root`` (default: :attr:`image_root`,
+        else the common folder of the images).
+        """
+        path = Path(path)
+        root = Path(root or self.image_root or common_image_root(self.meta["path"].tolist()))
         columns = {name: pa.array(self.meta[name].to_numpy()) for name in META_COLUMNS}
+        columns["path"] = pa.array(relative_image_paths(self.meta["path"].tolist(), root), type=pa.string())
         for kind, matrix in self.features.items():
             flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
             columns[kind] = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-        table = pa.table(columns).replace_schema_metadata({"fmn.alpha": str(self.alpha)})
-        path = Path(path)
+        table = pa.table(columns).replace_schema_metadata({b"fmn.alpha": str(self.alpha).encode(),
+                                                           **image_root_metadata(root, path)})
         with atomic_write_path(path) as tmp:
             pq.write_table(table, tmp)
         return path
 
+    def degenerate_rows(self) -> dict[str, dict[str, int]]:
+        """Per descriptor kind, rows that are all zero or hold NaN / infinity.
+
+        A zero row (the backbone's last ReLU silenced every channel, or a blank
+        image) is equally far from everything, so it ranks the gallery at random;
+        a non-finite row poisons every distance it enters.
+        """
+        report = {}
+        for kind, matrix in self.features.items():
+            finite = np.isfinite(matrix).all(axis=1)
+            zero = finite & ~np.any(matrix != 0, axis=1)
+            report[kind] = {"zero": int(zero.sum()), "non_finite": int((~finite).sum())}
+        return report
+
+    def degenerate_paths(self, limit: int = 3) -> list[str]:
+        """A few image paths whose descriptor is zero or non-finite in some kind (for error messages)."""
+        bad = np.zeros(len(self), dtype=bool)
+        for matrix in self.features.values():
+            bad |= ~np.isfinite(matrix).all(axis=1) | ~np.any(matrix != 0, axis=1)
+        return self.meta["path"][bad].head(limit).tolist()
+
     @classmethod
-    def load(cls, path: str | Path) -> DescriptorTable:
+    def load(cls, path: str | Path, root: str | Path | None = None) -> DescriptorTable:
+        """Read a table written by :meth:`save`; image paths come back absolute.
+
+        Evaluation needs no image, so a table whose images are not found (the
+        dataset was not pulled, or moved: pass ``root``) still loads: its paths
+        then point under the recorded root, with a warning naming it.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"descriptor table not found: {path}")
@@ -94,8 +158,18 @@ class DescriptorTable:
                 column = table.column(kind).combine_chunks()
                 width = column.type.list_size
                 features[kind] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
-        alpha = float((table.schema.metadata or {}).get(b"fmn.alpha", b"0.5"))
-        return cls(meta, features, alpha)
+        metadata = table.schema.metadata or {}
+        alpha = float(metadata.get(b"fmn.alpha", b"0.5"))
+        relative = meta["path"].tolist()
+        base = resolve_image_root(path, metadata, relative, root, strict=False)
+        if base is None and IMAGE_ROOT_KEY in metadata:
+            base = Path(metadata[IMAGE_ROOT_KEY].decode())
+            warnings.warn(f"{path}: its images are not under {root or base} (the dataset root when it was written); "
+                          "evaluation works, pictures will not. Pass root= where the dataset is now.", stacklevel=2)
+        if base is not None:
+            prefix = str(base).rstrip(os.sep) + os.sep
+            meta["path"] = [prefix + name for name in relative]
+        return cls(meta, features, alpha, base)
 
 
 def _features(model: FeatureMaskNetwork, images: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,7 +228,14 @@ def extract_descriptors(checkpoint: str | Path | FeatureMaskNetwork, table: pd.D
     g, l, rate = compute_features(model, cache, batch_size=batch_size, device=device, flip=flip, progress=progress)  # noqa: E741
     features = {"grn": F.normalize(g, dim=1).numpy(), "lan": F.normalize(l, dim=1).numpy(),
                 "fmn": fmn_descriptor(g, l, alpha).numpy()}
-    return DescriptorTable(rows[list(META_COLUMNS)].copy(), features, alpha), rate
+    root = table.attrs.get(IMAGE_ROOT_ATTR)
+    descriptors = DescriptorTable(rows[list(META_COLUMNS)].copy(), features, alpha, Path(root) if root else None)
+    counts = descriptors.degenerate_rows()
+    if any(c["zero"] or c["non_finite"] for c in counts.values()):
+        warnings.warn(f"degenerate descriptors (all-zero or non-finite rows per kind): {counts}; e.g. "
+                      f"{descriptors.degenerate_paths()}. These images rank the gallery at random: check the "
+                      "checkpoint and that the input size is not too small for the backbone.", stacklevel=2)
+    return descriptors, rate
 
 
 def extraction_throughput(checkpoint: str | Path, cache: ImageCache, batch_size: int, device: torch.device | str,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Mapping, Sequence
+
 from fmn_core.retrieval.descriptors import DescriptorTable
 from fmn_core.retrieval.distance import pairwise_distance
 from fmn_core.retrieval.evaluation import EvaluationResult, evaluate
@@ -42,3 +45,32 @@ def results_markdown(results: dict[str, EvaluationResult]) -> str:
         lines.append(f"| {name} | {s['rank1']:.2f} | {s['rank5']:.2f} | {s['rank10']:.2f} | {s['rank20']:.2f} | "
                      f"{s['mAP']:.2f} | {s['mINP']:.2f} |")
     return "\n".join(lines)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value): how seed studies are reported."""
+    if not values:
+        raise ValueError("mean_std needs at least one value")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def format_mean_std(values: Sequence[float]) -> str:
+    """``"84.78 ± 1.20"``, or ``"n/a"`` for no values."""
+    if not values:
+        return "n/a"
+    mean, std = mean_std(values)
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def seed_study_markdown(per_seed: Mapping[int, Mapping[str, Mapping[str, float]]],
+                        metrics: Sequence[str] = ("rank1", "mAP")) -> str:
+    """Table 1 as mean ± std over training seeds: ``per_seed[seed][method][metric]`` in percent."""
+    methods = list(dict.fromkeys(m for scores in per_seed.values() for m in scores))
+    header = " | ".join(metrics)
+    lines = [f"| method | {header} | seeds |", "|---|" + "---:|" * (len(metrics) + 1)]
+    for method in methods:
+        found = [scores[method] for scores in per_seed.values() if method in scores]
+        cells = " | ".join(format_mean_std([f[m] for f in found]) for m in metrics)
+        lines.append(f"| {method} | {cells} | {len(found)} |")
+    seeds = ", ".join(str(s) for s in sorted(per_seed))
+    return "\n".join(lines) + f"\n\ntraining seeds: {seeds}"
