@@ -13,13 +13,7 @@ import os
 import dagster as dg
 
 from fmn_assets.assets import ASSETS, CHECKS
-from fmn_assets.automation import (
-    data_version_sensor,
-    fmn_pipeline,
-    fmn_pipeline_paper,
-    fmn_synthetic_data,
-    weekly_retraining,
-)
+from fmn_assets.automation import fmn_automation, fmn_pipeline, fmn_pipeline_paper, fmn_synthetic_data
 from fmn_assets.resources import DVCResource, ProjectPaths
 
 
@@ -37,8 +31,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
     jobs=[fmn_synthetic_data, fmn_pipeline, fmn_pipeline_paper],
-    schedules=[weekly_retraining],
-    sensors=[data_version_sensor],
+    sensors=[fmn_automation],
     resources={"paths": ProjectPaths(), "dvc": DVCResource()},
     executor=executor(),
 )

@@ -25,3 +25,27 @@ def write_image(path: Path, seed: int = 0, size: tuple[int, int] = (128, 64), fm
 @pytest.fixture
 def image_writer():
     return write_image
+
+
+#: Test modules by layer: everything else is a fast unit test.
+INTEGRATION_MODULES = {
+    "test_assets_cli", "test_assets_pipeline", "test_automation", "test_cli", "test_descriptors_and_pictures",
+    "test_distributed", "test_dvc_remote_ssh", "test_dvc_versioning", "test_k8s_deployment", "test_run_queue",
+    "test_training", "test_pretrained_weights",
+}
+BROWSER_MODULES = {"test_assets_ui"}
+INTEGRATION_TIMEOUT_S = 900
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark each test with its layer, and give the integration layer a longer timeout than the default."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.browser)
+        if module in INTEGRATION_MODULES or module in BROWSER_MODULES:
+            item.add_marker(pytest.mark.integration)
+            if item.get_closest_marker("timeout") is None:
+                item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT_S))
+        else:
+            item.add_marker(pytest.mark.unit)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from fmn_assets.automation import OBSERVE_ON_CRON, WHEN_UPSTREAM_CHANGED
 from fmn_assets.configs import DatasetSplitsConfig, SyntheticDatasetConfig
 from fmn_assets.metadata import table_schema
 from fmn_assets.partitions import DATASETS, dataset_partitions
@@ -66,7 +67,7 @@ def synthetic_dataset(context: dg.AssetExecutionContext, config: SyntheticDatase
                   **_dvc_metadata(versioned)})
 
 
-@dg.observable_source_asset(partitions_def=dataset_partitions, group_name="data",
+@dg.observable_source_asset(partitions_def=dataset_partitions, group_name="data", automation_condition=OBSERVE_ON_CRON,
                             description="The dataset folders under data/, versioned by DVC as one folder (data.dvc). "
                                         "Observing asks DVC (`dvc ls`) for each dataset's files and hashes; it takes "
                                         "no lock. data/synthetic is produced by synthetic_dataset, so the synthetic "
@@ -76,7 +77,8 @@ def raw_datasets(dvc: DVCResource, paths: ProjectPaths) -> dg.DataVersionsByPart
         versions = dvc.dataset_versions(paths.data_root)
     except DVCError as exc:
         raise dg.Failure(description=str(exc)) from exc
-    return dg.DataVersionsByPartition({name: versions.get(name, "not-tracked") for name in DATASETS})
+    # a dataset with no files under data/ gets no observation: it stays missing, so nothing downstream is requested
+    return dg.DataVersionsByPartition({name: versions[name] for name in DATASETS if name in versions})
 
 
 def _dataset_version(dvc: DVCResource, paths: ProjectPaths, dataset: str) -> str | None:
@@ -109,6 +111,7 @@ _FROM_RAW = dg.StaticPartitionMapping({name: name for name in DATASETS if name !
 
 
 @dg.asset(partitions_def=dataset_partitions, group_name="data", owners=OWNERS,
+          automation_condition=WHEN_UPSTREAM_CHANGED,
           deps=[dg.AssetDep(raw_datasets, partition_mapping=_FROM_RAW),
                 dg.AssetDep(synthetic_dataset, partition_mapping=_FROM_SYNTHETIC)],
           kinds={"pandas", "parquet", "dvc"}, tags={"paper_section": "4.1"},

@@ -10,6 +10,7 @@ import pandas as pd
 
 from fmn_assets.assets.data import OWNERS, dataset_splits, split_table
 from fmn_assets.assets.training import GPU_TAGS, fmn_checkpoint
+from fmn_assets.automation import WHEN_UPSTREAM_CHANGED
 from fmn_assets.code_versions import DESCRIPTOR_CODE, EVALUATION_CODE
 from fmn_assets.configs import DescriptorConfig, EvaluationConfig
 from fmn_assets.metadata import image_markdown, records_table, table_schema
@@ -24,7 +25,8 @@ from fmn_core.viz import plot_cmc, plot_heatmaps, plot_ranked_lists, plot_traini
 from fmn_core.viz.ranked_lists import RankedRow
 
 DESCRIPTOR_KIND = {"kinds": {"pytorch", "parquet", "dvc"}, "owners": OWNERS, "group_name": "retrieval",
-                   "deps": [fmn_checkpoint, dataset_splits], "code_version": DESCRIPTOR_CODE}
+                   "deps": [fmn_checkpoint, dataset_splits], "code_version": DESCRIPTOR_CODE,
+                   "automation_condition": WHEN_UPSTREAM_CHANGED}
 
 
 @dg.multi_asset(
@@ -149,7 +151,7 @@ def _seed_study(context: dg.AssetExecutionContext, fingerprint: str, seed: int,
 
 @dg.asset(partitions_def=dataset_partitions, group_name="evaluation", owners=OWNERS,
           deps=["query_descriptors", "gallery_descriptors", fmn_checkpoint], kinds={"numpy", "matplotlib"},
-          code_version=EVALUATION_CODE,
+          code_version=EVALUATION_CODE, automation_condition=WHEN_UPSTREAM_CHANGED,
           tags={"paper_section": "4.2", "paper_table": "1"},
           description="Rank-1/5/10/20, mAP and mINP of the GRN, LAN and FMN descriptors and of FMN + k-reciprocal "
                       "re-ranking (Table 1), with the CMC curves, Figure-4 ranked lists, mask and activation heat "

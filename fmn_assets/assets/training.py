@@ -8,6 +8,7 @@ import torch
 from dagster._core.errors import DagsterPipesExecutionError  # not re-exported at the top level
 
 from fmn_assets.assets.data import OWNERS, dataset_splits, split_table
+from fmn_assets.automation import WHEN_UPSTREAM_CHANGED
 from fmn_assets.code_versions import TRAINING_CODE
 from fmn_assets.configs import FMNTrainingConfig, GRNTrainingConfig
 from fmn_assets.k8s import gpu_step_k8s_config
@@ -26,6 +27,7 @@ GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1)}
 #: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint.
 TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
 TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners=OWNERS, kinds={"pytorch", "dvc"},
+                automation_condition=WHEN_UPSTREAM_CHANGED,
                 pool="gpu", retry_policy=TRAINING_RETRY, op_tags=GPU_TAGS, code_version=TRAINING_CODE)
 
 

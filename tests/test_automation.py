@@ -1,0 +1,75 @@
+"""Declarative automation evaluated by a real `dagster-daemon`: what changed is rebuilt, nothing else.
+
+The project holds only the generated synthetic dataset. With the `fmn_automation`
+sensor started, a real daemon observes `raw_datasets` (every minute here) and
+evaluates the conditions. Turning the sensor on requests nothing by itself (eager
+conditions skip what was already missing on the first evaluation); regenerating the
+synthetic data then requests `dataset_splits` for the synthetic partition and for no
+other dataset, and no training before its splits exist and pass their checks.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+
+import dagster as dg
+import pytest
+import yaml
+
+from tests.dagster_project import BIN, REPO, TINY_DATA_CONFIG, default_signals, make_project, run, stop_process_group
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.integration]
+
+
+def test_daemon_ticks_rebuild_only_the_dataset_that_changed(tmp_path, monkeypatch):
+    project, _ = make_project(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(project), "DAGSTER_DISABLE_TELEMETRY": "1",
+           "FMN_OBSERVE_CRON": "* * * * *", "FMN_AUTOMATION_SECONDS": "5"}
+
+    def generate(seed: int) -> None:
+        config = tmp_path / f"data{seed}.yaml"
+        config.write_text(yaml.safe_dump({"ops": {"synthetic_dataset": {"config": {
+            **TINY_DATA_CONFIG["ops"]["synthetic_dataset"]["config"], "seed": seed}}}}))
+        run([BIN / "dagster", "asset", "materialize", "-m", "fmn_assets", "--select", "synthetic_dataset",
+             "--partition", "synthetic", "-c", config], REPO, env=env)
+
+    generate(0)
+    run([BIN / "dagster", "sensor", "start", "fmn_automation", "-m", "fmn_assets"], REPO, env=env)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        before = {r.run_id for r in instance.get_runs()}
+
+        def new_runs() -> list[tuple[str | None, set[str]]]:
+            return [(r.tags.get("dagster/partition"), {k.to_user_string() for k in r.asset_selection or []})
+                    for r in instance.get_runs() if r.run_id not in before]
+
+        def wait_for(predicate, what: str, seconds: float = 150) -> None:
+            deadline = time.time() + seconds
+            while not predicate():
+                assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-3000:]
+                assert time.time() < deadline, f"{what} did not happen: runs {new_runs()}"
+                time.sleep(2)
+
+        log = open(tmp_path / "daemon.log", "w")  # noqa: SIM115 -- closed below, after the daemon stops
+        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-m", "fmn_assets"], cwd=REPO, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                  preexec_fn=default_signals)
+        try:
+            wait_for(lambda: (tmp_path / "daemon.log").read_text().count("Finished auto-materialization tick") >= 2,
+                     "two automation ticks")
+            assert not any("dataset_splits" in keys for _, keys in new_runs())  # turning it on requests nothing
+            generate(1)  # the data changed
+            wait_for(lambda: any("dataset_splits" in keys for _, keys in new_runs()), "a dataset_splits request")
+            wait_for(lambda: any("raw_datasets" in keys for _, keys in new_runs()), "an observation on the cron tick")
+        finally:
+            stop_process_group(daemon)
+            log.close()
+        runs = new_runs()
+    assert [partition for partition, keys in runs if "dataset_splits" in keys] == ["synthetic"]
+    assert not any("grn_checkpoint" in keys for _, keys in runs)  # training waits for validated splits
