@@ -21,6 +21,9 @@ from pathlib import Path
 
 import dagster as dg
 import yaml
+from pydantic import Field
+
+from fmn_core.engine.trainer import STAGE_FILES
 
 
 def project_dir() -> Path:
@@ -28,14 +31,44 @@ def project_dir() -> Path:
 
 
 class ProjectPaths(dg.ConfigurableResource):
-    """Where datasets are read from and artifacts are written to."""
+    """Where datasets are read from and artifacts are written to, and every artifact's file name.
 
+    The file names live here and nowhere else, so an asset, its checks and the
+    main job cannot disagree about where ``grn.pt`` or a descriptor table is.
+    """
+
+    project_dir: str = Field("", description="the project folder; empty: $FMN_PROJECT_DIR, else the working "
+                                             "directory (workspace.yaml sets it to the repository root)")
     data_dir: str = "data"
     artifacts_dir: str = "artifacts"
 
     @property
     def root(self) -> Path:
-        return project_dir()
+        return Path(self.project_dir).expanduser().resolve() if self.project_dir else project_dir()
+
+    def splits(self, dataset: str) -> Path:
+        """The split table ``dataset_splits`` writes."""
+        return self.artifacts(dataset) / "splits.parquet"
+
+    def splits_report(self, dataset: str) -> Path:
+        """The reader's report saved next to the split table."""
+        return self.artifacts(dataset) / "splits.report.json"
+
+    def checkpoint(self, dataset: str, stage: int) -> Path:
+        """``grn.pt`` (stage 1, Algorithm 1 lines 1-2) or ``fmn.pt`` (stage 2, line 3)."""
+        return self.artifacts(dataset) / STAGE_FILES[stage]  # the names fmn_core's trainer writes
+
+    def descriptors(self, dataset: str, split: str) -> Path:
+        """``query_descriptors.parquet`` or ``gallery_descriptors.parquet``."""
+        return self.artifacts(dataset) / f"{split}_descriptors.parquet"
+
+    def metrics_log(self, dataset: str, stage: int) -> Path:
+        """The per-epoch log fmn_core's trainer writes for a stage."""
+        return self.artifacts(dataset) / f"stage{stage}_metrics.jsonl"
+
+    def metrics(self, dataset: str) -> Path:
+        """Table 1 of the run as JSON (``metrics.md`` beside it holds the Markdown)."""
+        return self.artifacts(dataset) / "metrics.json"
 
     def _resolve(self, path: str) -> Path:
         resolved = Path(path).expanduser()

@@ -12,6 +12,7 @@ import pytest
 
 from fmn_assets import defs
 from fmn_assets.partitions import DATASETS
+from fmn_assets.resources import ProjectPaths
 from tests.dagster_project import BIN, REPO, run
 
 GROUPS = {"dataset_splits": "data", "grn_checkpoint": "training", "fmn_checkpoint": "training",
@@ -112,3 +113,16 @@ def test_code_version_follows_the_source(tmp_path, monkeypatch):
     assert source_digest("fmn_probe_pkg") != source_digest("fmn_probe_pkg.layer")
     assert defs.resolve_assets_def("grn_checkpoint").code_versions_by_key[dg.AssetKey("grn_checkpoint")] \
         == TRAINING_CODE
+
+
+def test_project_paths_own_every_file_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("FMN_PROJECT_DIR", str(tmp_path / "from-env"))
+    assert ProjectPaths().root == (tmp_path / "from-env").resolve()  # empty field: the environment variable
+    paths = ProjectPaths(project_dir=str(tmp_path / "configured"))
+    folder = tmp_path / "configured" / "artifacts" / "market1501"
+    assert paths.splits("market1501") == folder / "splits.parquet" and folder.is_dir()
+    assert (paths.checkpoint("market1501", 1).name, paths.checkpoint("market1501", 2).name) == ("grn.pt", "fmn.pt")
+    assert paths.descriptors("market1501", "query") == folder / "query_descriptors.parquet"
+    assert paths.metrics_log("market1501", 2) == folder / "stage2_metrics.jsonl"
+    shown = {name: field.description for name, field in ProjectPaths.model_fields.items()}
+    assert "FMN_PROJECT_DIR" in shown["project_dir"]  # what the UI shows for the resource

@@ -136,7 +136,7 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
             details = exc.report.to_markdown() if exc.report is not None else str(exc)
             raise dg.Failure(allow_retries=False, description=f"dataset '{dataset}' at {root} cannot be used: {exc}",
                              metadata={"report": dg.MetadataValue.md(details)}) from exc
-        out = loaded.save(paths.artifacts(dataset) / "splits.parquet")
+        out = loaded.save(paths.splits(dataset))
 
         data_root = paths.data_root
         if root.is_relative_to(data_root):
@@ -175,7 +175,7 @@ def split_table(paths: ProjectPaths, dataset: str):
     """
     from fmn_core.data import DatasetLayoutError, load_split_table
 
-    path = paths.artifacts(dataset) / "splits.parquet"
+    path = paths.splits(dataset)
     if not path.is_file():
         raise dg.Failure(allow_retries=False,
                          description=f"no split table at {path}: materialize dataset_splits for '{dataset}' first")
@@ -188,7 +188,7 @@ def split_table(paths: ProjectPaths, dataset: str):
 
 def load_report(paths: ProjectPaths, dataset: str) -> dict:
     """The reader's report saved next to the split table (counts and findings), its root made absolute."""
-    file = paths.artifacts(dataset) / "splits.report.json"
+    file = paths.splits_report(dataset)
     if not file.is_file():
         return {"findings": []}
     report = json.loads(file.read_text())

@@ -40,10 +40,9 @@ DESCRIPTOR_KIND = {"kinds": {"pytorch", "parquet", "dvc"}, "owners": OWNERS, "gr
 def descriptor_tables(context: dg.AssetExecutionContext, config: DescriptorConfig, paths: ProjectPaths,
                       dvc: DVCResource):
     dataset = context.partition_key
-    out = paths.artifacts(dataset)
     with paths.exclusive(dataset, "descriptor_tables"):
         try:
-            descriptors, rate = extract_descriptors(out / "fmn.pt", split_table(paths, dataset),
+            descriptors, rate = extract_descriptors(paths.checkpoint(dataset, 2), split_table(paths, dataset),
                                                     batch_size=config.batch_size, device=config.device,
                                                     flip=config.flip, progress=False)
         except (FileNotFoundError, CheckpointError, ValueError) as exc:
@@ -51,11 +50,13 @@ def descriptor_tables(context: dg.AssetExecutionContext, config: DescriptorConfi
                              description=f"descriptor extraction for '{dataset}' failed: {exc}") from exc
         for split in ("query", "gallery"):
             part = descriptors.subset(split)
-            path = part.save(out / f"{split}_descriptors.parquet")
+            path = part.save(paths.descriptors(dataset, split))
             versioned = dvc.track(path)
             widths = {kind: int(matrix.shape[1]) for kind, matrix in part.features.items()}
-            schema = table_schema(part.meta.assign(**{k: pd.Series(dtype="string") for k in widths}),
-                                  {k: f"{w}-d float32 descriptor" for k, w in widths.items()})
+            meta_schema = table_schema(part.meta)
+            schema = dg.TableSchema(columns=[*meta_schema.columns, *(  # Parquet's own type for a descriptor column
+                dg.TableColumn(name=k, type=f"fixed_size_list<float32, {w}>", description=f"{w}-d {k} descriptor")
+                for k, w in widths.items())])
             yield dg.MaterializeResult(asset_key=f"{split}_descriptors", data_version=dg.DataVersion(versioned.md5),
                                        metadata={
                                            "dagster/row_count": len(part), "dagster/column_schema": schema,
@@ -75,7 +76,7 @@ def _descriptor_check(split: str) -> dg.AssetChecksDefinition:
                                 "blocks evaluation) or all zero (a warning: such an image ranks the gallery at "
                                 "random, usually an input too small for the backbone).")
     def check(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-        path = paths.artifacts(context.partition_key) / f"{split}_descriptors.parquet"
+        path = paths.descriptors(context.partition_key, split)
         try:
             table = DescriptorTable.load(path)
         except (FileNotFoundError, ValueError, OSError) as exc:
@@ -162,9 +163,9 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     out = paths.artifacts(dataset)
     with paths.exclusive(dataset, "evaluation_metrics"):
         try:
-            query = DescriptorTable.load(out / "query_descriptors.parquet")
-            gallery = DescriptorTable.load(out / "gallery_descriptors.parquet")
-            state = load_checkpoint(out / "fmn.pt")
+            query = DescriptorTable.load(paths.descriptors(dataset, "query"))
+            gallery = DescriptorTable.load(paths.descriptors(dataset, "gallery"))
+            state = load_checkpoint(paths.checkpoint(dataset, 2))
             model = model_from_checkpoint(state)
         except (FileNotFoundError, CheckpointError, ValueError) as exc:
             raise dg.Failure(allow_retries=False, description=f"evaluation of '{dataset}' cannot start: {exc}") from exc
@@ -176,7 +177,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
         table = results_markdown(results)
         summary = {name: {**r.summary(), "valid_queries": r.num_valid, "skipped_queries": r.num_skipped}
                    for name, r in results.items()}
-        atomic_write_text(out / "metrics.json", json.dumps(summary, indent=2))
+        atomic_write_text(paths.metrics(dataset), json.dumps(summary, indent=2))
         atomic_write_text(out / "metrics.md", f"# {dataset}\n\n{table}\n")
 
         pictures = out / "pictures"
@@ -188,8 +189,8 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
             "heatmaps": plot_heatmaps(model, [r.query_path for r in rows[::2]][: config.heatmap_images] or
                                       query.meta.path[: config.heatmap_images].tolist(), pictures / "heatmaps.png",
                                       title=f"{dataset}: FMN mask and GRN / LAN activations"),
-            "training_curves": plot_training_curves([read_metrics_log(f) for f in (out / "stage1_metrics.jsonl",
-                                                                                   out / "stage2_metrics.jsonl")
+            "training_curves": plot_training_curves([read_metrics_log(f) for f in (paths.metrics_log(dataset, 1),
+                                                                                   paths.metrics_log(dataset, 2))
                                                      if f.is_file()], pictures / "training.png"),
         }
     fmn = results["FMN"].summary()
@@ -210,7 +211,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
                 "seed_study": dg.MetadataValue.md(seed_study_markdown(per_seed)), "seeds": len(per_seed),
                 **study, "training_seed": seed, "recipe_fingerprint": fingerprint,
                 "scores": dg.MetadataValue.json(scores),
-                "metrics_path": dg.MetadataValue.path(str(out / "metrics.json")),
+                "metrics_path": dg.MetadataValue.path(str(paths.metrics(dataset))),
                 "pictures": dg.MetadataValue.path(str(pictures)),
                 "fmn_rank1": round(fmn["rank1"], 2), "fmn_mAP": round(fmn["mAP"], 2),
                 "grn_rank1": round(results["GRN"].summary()["rank1"], 2),
@@ -220,14 +221,14 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
         metadata.update(reranked_rank1=round(reranked["rank1"], 2), reranked_mAP=round(reranked["mAP"], 2))
     for name, path in drawn.items():
         metadata[f"{name}_plot"] = image_markdown(path, name.replace("_", " "))
-    version = hashlib.md5((out / "metrics.json").read_bytes()).hexdigest()
+    version = hashlib.md5(paths.metrics(dataset).read_bytes()).hexdigest()
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(version))
 
 
 @dg.asset_check(asset=evaluation_metrics, partitions_def=dataset_partitions,
                 description="Every rate lies in [0, 100], CMC never decreases, and at least one query was evaluated.")
 def metrics_in_range(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    file = paths.artifacts(context.partition_key) / "metrics.json"
+    file = paths.metrics(context.partition_key)
     if not file.is_file():
         return dg.AssetCheckResult(passed=False, metadata={"error": f"{file} does not exist"})
     metrics = json.loads(file.read_text())

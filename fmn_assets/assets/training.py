@@ -50,10 +50,10 @@ def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig
                                      "The step's stderr (Logs tab) holds each process's traceback.") from exc
 
 
-def _result_from_files(stage: int, out: Path) -> TrainResult:
-    history = read_metrics_log(out / f"stage{stage}_metrics.jsonl")
+def _result_from_files(stage: int, paths: ProjectPaths, dataset: str) -> TrainResult:
+    history = read_metrics_log(paths.metrics_log(dataset, stage))
     seconds = sum(row["seconds"] for row in history)
-    return TrainResult(checkpoint=out / ("grn.pt" if stage == 1 else "fmn.pt"), stage=stage, epochs=len(history),
+    return TrainResult(checkpoint=paths.checkpoint(dataset, stage), stage=stage, epochs=len(history),
                        history=history, wall_seconds=seconds,
                        images_per_second=sum(r["images"] for r in history) / seconds if seconds else 0.0,
                        device="torchrun")
@@ -100,8 +100,8 @@ def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, p
                              f"{torch.cuda.device_count()}; on Kubernetes request them with "
                              "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set device: cpu")
         if processes > 1:
-            _torchrun(context, stage, config, out / "splits.parquet", out, processes, grn)
-            return _result_from_files(stage, out)
+            _torchrun(context, stage, config, paths.splits(dataset), out, processes, grn)
+            return _result_from_files(stage, paths, dataset)
 
         total = config.stage1_epochs if stage == 1 else config.stage2_epochs
 
@@ -135,7 +135,7 @@ def grn_checkpoint(context: dg.AssetExecutionContext, config: GRNTrainingConfig,
 def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig, paths: ProjectPaths,
                    dvc: DVCResource) -> dg.MaterializeResult:
     dataset = context.partition_key
-    grn = paths.artifacts(dataset) / "grn.pt"
+    grn = paths.checkpoint(dataset, 1)
     with paths.exclusive(dataset, "fmn_checkpoint"):
         try:
             grn_config = TrainConfig.from_dict(load_checkpoint(grn)["config"])
@@ -148,8 +148,8 @@ def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig,
     return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5), metadata=_metadata(result, versioned))
 
 
-def _checkpoint_check(paths: ProjectPaths, dataset: str, name: str, stage: int) -> dg.AssetCheckResult:
-    path = paths.artifacts(dataset) / name
+def _checkpoint_check(paths: ProjectPaths, dataset: str, stage: int) -> dg.AssetCheckResult:
+    path = paths.checkpoint(dataset, stage)
     try:
         state = load_checkpoint(path)
     except (FileNotFoundError, CheckpointError) as exc:
@@ -172,14 +172,14 @@ def _checkpoint_check(paths: ProjectPaths, dataset: str, name: str, stage: int) 
                 description="grn.pt loads (weights only), is a finished stage-1 checkpoint, has finite weights and "
                             "one class per training identity.")
 def grn_checkpoint_loads(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    return _checkpoint_check(paths, context.partition_key, "grn.pt", 1)
+    return _checkpoint_check(paths, context.partition_key, 1)
 
 
 @dg.asset_check(asset=fmn_checkpoint, blocking=True, partitions_def=dataset_partitions,
                 description="fmn.pt loads (weights only), is a finished stage-2 checkpoint, has finite weights and "
                             "one class per training identity.")
 def fmn_checkpoint_loads(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    return _checkpoint_check(paths, context.partition_key, "fmn.pt", 2)
+    return _checkpoint_check(paths, context.partition_key, 2)
 
 
 
@@ -188,7 +188,7 @@ def fmn_checkpoint_loads(context: dg.AssetCheckExecutionContext, paths: ProjectP
                             "are not stuck at a bound where no gradient flows. A warning, not a stop: a collapsed "
                             "mask still gives a working (if MN-less) model.")
 def fmn_mask_alive(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) -> dg.AssetCheckResult:
-    path = paths.artifacts(context.partition_key) / "fmn.pt"
+    path = paths.checkpoint(context.partition_key, 2)
     try:
         state = load_checkpoint(path)
     except (FileNotFoundError, CheckpointError) as exc:
