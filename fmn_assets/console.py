@@ -76,13 +76,14 @@ class RunView:
         record = parse(line)
         if record is None:
             text = line.strip()
-            if self._failure_lines and text and not text.startswith(("Stack Trace", "File ")):
+            # the failure's own lines, up to its stack trace; Python warnings of other steps may come in between
+            noise = "Warning:" in text or text.startswith(("File ", "return ", "warnings.", "self.", "^"))
+            if self._failure_lines and text and not noise and not text.startswith("Stack Trace"):
                 self._print(f"      {text}")
                 self._failure_lines -= 1
             if text.startswith("Stack Trace"):
                 self._failure_lines = 0
             return
-        self._failure_lines = 0
         if record.event == "STEP_START":
             self._print(f"[fmn] {record.step} ...")
         elif record.event == "STEP_SUCCESS":

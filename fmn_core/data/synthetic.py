@@ -1030,9 +1030,9 @@ def _render_all(config: SyntheticConfig, plan: _Plan, out_dir: Path, workers: in
         return _render_jobs(_Renderer(config, plan.identities), plan.jobs, out_dir)
     size = max(16, min(256, len(plan.jobs) // (4 * workers)))
     rows: list[list[Any]] = []
-    # "spawn", not the platform default "fork": a caller that already runs threads (PyTorch's, an orchestrator's)
-    # can deadlock a forked child on a lock some thread held at the fork.
-    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (config, plan.identities)) as pool:
+    # The platform's default start method (fork on Linux): call this with workers > 1 only from a process that
+    # runs no other threads yet, since a forked child can deadlock on a lock some thread held at the fork.
+    with multiprocessing.get_context().Pool(workers, _init_worker, (config, plan.identities)) as pool:
         for part in pool.imap_unordered(_work, [(chunk, str(out_dir)) for chunk in _chunks(plan.jobs, size)]):
             rows.extend(part)
     return rows
