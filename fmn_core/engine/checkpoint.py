@@ -9,6 +9,7 @@ scheduler state, the per-epoch history and the library versions.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import platform
 from pathlib import Path
@@ -86,6 +87,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
     return state
+
+
+def weights_fingerprint(weights: dict[str, torch.Tensor]) -> str:
+    """A short hash of a network's weights (names, dtypes, shapes and values).
+
+    Descriptors from two networks are not comparable; descriptor tables and ONNX
+    files carry this hash so a search can refuse a gallery made by another model.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        tensor = weights[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]
 
 
 def model_from_checkpoint(state: dict[str, Any], *, expect_arch: str | None = None,

@@ -36,7 +36,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from fmn_core.data.loading import CachedBatches, ImageCache, decode_image, normalize
+from fmn_core.data.loading import CachedBatches, ImageCache
 from fmn_core.data.schema import (
     IMAGE_ROOT_ATTR,
     IMAGE_ROOT_KEY,
@@ -45,13 +45,14 @@ from fmn_core.data.schema import (
     relative_image_paths,
     resolve_image_root,
 )
-from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.fmn import fmn_descriptor
 from fmn_core.utils.atomic import atomic_write_path
 
 DESCRIPTOR_KINDS: tuple[str, ...] = ("grn", "lan", "fmn")
+MODEL_HASH_KEY = b"fmn.model_hash"
 META_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "split")
 META_TYPES = {"path": "string", "pid": "int64", "camid": "int64", "split": "string"}
 
@@ -61,12 +62,15 @@ class DescriptorTable:
     """Row metadata plus one float32 matrix per descriptor kind.
 
     ``image_root``: the folder the images lie under; saved tables store paths relative to it.
+    ``model_hash``: :func:`~fmn_core.engine.checkpoint.weights_fingerprint` of the network that
+    made the descriptors, so a search can refuse to mix descriptors of two models.
     """
 
     meta: pd.DataFrame
     features: dict[str, np.ndarray]
     alpha: float = 0.5
     image_root: Path | None = None
+    model_hash: str | None = None
 
     def __post_init__(self) -> None:
         self.meta = self.meta[list(META_COLUMNS)].astype(META_TYPES).reset_index(drop=True)
@@ -81,7 +85,8 @@ class DescriptorTable:
         """The rows of one split (``query`` or ``gallery``)."""
         mask = (self.meta["split"] == split).to_numpy()
         return DescriptorTable(self.meta[mask].reset_index(drop=True),
-                               {k: v[mask] for k, v in self.features.items()}, self.alpha, self.image_root)
+                               {k: v[mask] for k, v in self.features.items()}, self.alpha, self.image_root,
+                               self.model_hash)
 
     @classmethod
     def concat(cls, tables: Sequence[DescriptorTable]) -> DescriptorTable:
@@ -91,10 +96,14 @@ class DescriptorTable:
         kinds = [sorted(t.features) for t in tables]
         if any(k != kinds[0] for k in kinds) or any(t.alpha != tables[0].alpha for t in tables):
             raise ValueError(f"descriptor tables differ in kinds or alpha: {kinds}, {[t.alpha for t in tables]}")
+        hashes = {t.model_hash for t in tables if t.model_hash}
+        if len(hashes) > 1:
+            raise ValueError(f"descriptor tables come from different models (hashes {sorted(hashes)}): their "
+                             "distances mean nothing; extract every table with the same checkpoint")
         roots = {t.image_root for t in tables}
         return cls(pd.concat([t.meta for t in tables], ignore_index=True),
                    {k: np.concatenate([t.features[k] for t in tables]) for k in kinds[0]}, tables[0].alpha,
-                   roots.pop() if len(roots) == 1 else None)
+                   roots.pop() if len(roots) == 1 else None, hashes.pop() if hashes else None)
 
     def save(self, path: str | Path, root: str | Path | None = None) -> Path:
         """Parquet, written atomically; alpha and the image root go into the schema metadata.
@@ -109,8 +118,10 @@ class DescriptorTable:
         for kind, matrix in self.features.items():
             flat = pa.array(np.ascontiguousarray(matrix, dtype=np.float32).reshape(-1))
             columns[kind] = pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])
-        table = pa.table(columns).replace_schema_metadata({b"fmn.alpha": str(self.alpha).encode(),
-                                                           **image_root_metadata(root, path)})
+        metadata = {b"fmn.alpha": str(self.alpha).encode(), **image_root_metadata(root, path)}
+        if self.model_hash:
+            metadata[MODEL_HASH_KEY] = self.model_hash.encode()
+        table = pa.table(columns).replace_schema_metadata(metadata)
         with atomic_write_path(path) as tmp:
             pq.write_table(table, tmp)
         return path
@@ -169,7 +180,8 @@ class DescriptorTable:
         if base is not None:
             prefix = str(base).rstrip(os.sep) + os.sep
             meta["path"] = [prefix + name for name in relative]
-        return cls(meta, features, alpha, base)
+        model_hash = metadata.get(MODEL_HASH_KEY, b"").decode() or None
+        return cls(meta, features, alpha, base, model_hash)
 
 
 def _features(model: FeatureMaskNetwork, images: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,19 +229,20 @@ def extract_descriptors(checkpoint: str | Path | FeatureMaskNetwork, table: pd.D
                         device: str | torch.device = "auto", flip: bool = False, alpha: float | None = None,
                         cache: ImageCache | None = None, progress: bool = True) -> tuple[DescriptorTable, float]:
     """Descriptors for the rows of ``table`` in ``splits``; returns the table and images/s."""
-    model, config_alpha = _load_model(checkpoint)
-    alpha = config_alpha if alpha is None else alpha
+    loaded = load_descriptor_model(checkpoint)
+    model, alpha = loaded.model, loaded.alpha if alpha is None else alpha
     rows = table[table["split"].isin(list(splits))].reset_index(drop=True)
     if rows.empty:
         raise ValueError(f"the split table has no rows in {list(splits)}")
     if cache is None or cache.paths != rows["path"].tolist():
         cache = ImageCache.build(rows["path"].tolist(), model.input_size)
-    device = _resolve(device)
+    device = resolve_device(device)
     g, l, rate = compute_features(model, cache, batch_size=batch_size, device=device, flip=flip, progress=progress)  # noqa: E741
     features = {"grn": F.normalize(g, dim=1).numpy(), "lan": F.normalize(l, dim=1).numpy(),
                 "fmn": fmn_descriptor(g, l, alpha).numpy()}
     root = table.attrs.get(IMAGE_ROOT_ATTR)
-    descriptors = DescriptorTable(rows[list(META_COLUMNS)].copy(), features, alpha, Path(root) if root else None)
+    descriptors = DescriptorTable(rows[list(META_COLUMNS)].copy(), features, alpha, Path(root) if root else None,
+                                  loaded.model_hash)
     counts = descriptors.degenerate_rows()
     if any(c["zero"] or c["non_finite"] for c in counts.values()):
         warnings.warn(f"degenerate descriptors (all-zero or non-finite rows per kind): {counts}; e.g. "
@@ -241,62 +254,34 @@ def extract_descriptors(checkpoint: str | Path | FeatureMaskNetwork, table: pd.D
 def extraction_throughput(checkpoint: str | Path, cache: ImageCache, batch_size: int, device: torch.device | str,
                           repeats: int = 2) -> float:
     """Steady-state images/s of descriptor extraction (the first pass is a warm-up)."""
-    model, _ = _load_model(checkpoint)
+    model = load_descriptor_model(checkpoint).model
     rates = [compute_features(model, cache, batch_size=batch_size, device=device, progress=False)[2]
              for _ in range(max(2, repeats))]
     return float(np.median(rates[1:]))
 
 
-class FeatureExtractor:
-    """FMN descriptors for image paths, HxWx3 uint8 arrays or PIL images, like torchreid's extractor.
+@dataclass
+class DescriptorModel:
+    """A trained FMN ready to give descriptors: the network, eq. (6)'s alpha and the weights' hash."""
 
-    >>> extractor = FeatureExtractor("runs/demo/fmn.pt")
-    >>> d = extractor(["a.jpg", "b.jpg"])        # (2, 2 * feature width) eq. (6) descriptors
-    >>> g = extractor(["a.jpg"], kind="grn")      # GRN-only descriptors
-    """
-
-    def __init__(self, checkpoint: str | Path | FeatureMaskNetwork, device: str | torch.device = "auto",
-                 alpha: float | None = None):
-        self.model, config_alpha = _load_model(checkpoint)
-        self.alpha = config_alpha if alpha is None else alpha
-        self.device = _resolve(device)
-        self.model.to(self.device).eval()
-
-    def _to_tensor(self, item) -> torch.Tensor:
-        size = self.model.input_size
-        if isinstance(item, (str, Path)):
-            return torch.from_numpy(decode_image(item, size))
-        array = np.asarray(item)
-        if array.ndim != 3 or array.shape[2] != 3:
-            raise ValueError(f"expected an image path or an HxWx3 array, got shape {array.shape}")
-        tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).unsqueeze(0).float()
-        resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
-        return resized.round().clamp(0, 255).to(torch.uint8)[0]
-
-    @torch.inference_mode()
-    def __call__(self, images: Sequence, kind: str = "fmn", flip: bool = False) -> torch.Tensor:
-        if kind not in DESCRIPTOR_KINDS:
-            raise ValueError(f"kind must be one of {DESCRIPTOR_KINDS}, got {kind!r}")
-        batch = normalize(torch.stack([self._to_tensor(item) for item in images]).to(self.device))
-        g, l = _features(self.model, batch, flip)  # noqa: E741
-        if kind == "grn":
-            return F.normalize(g, dim=1).cpu()
-        if kind == "lan":
-            return F.normalize(l, dim=1).cpu()
-        return fmn_descriptor(g, l, self.alpha).cpu()
+    model: FeatureMaskNetwork
+    alpha: float
+    model_hash: str
 
 
-def _load_model(checkpoint: str | Path | FeatureMaskNetwork) -> tuple[FeatureMaskNetwork, float]:
+def load_descriptor_model(checkpoint: str | Path | FeatureMaskNetwork) -> DescriptorModel:
+    """The stage-2 network of ``fmn.pt`` (a stage-1 ``grn.pt`` has no LAN and is refused)."""
     if isinstance(checkpoint, FeatureMaskNetwork):
-        return checkpoint, 0.5
+        return DescriptorModel(checkpoint, 0.5, weights_fingerprint(checkpoint.state_dict()))
     state = load_checkpoint(checkpoint)
     if state["stage"] != 2:
         raise ValueError(f"{checkpoint} is a stage-{state['stage']} checkpoint; descriptors need the trained FMN "
                          "(stage 2, fmn.pt), which holds both the GRN and the LAN")
-    return model_from_checkpoint(state, source=str(checkpoint)), float(state["config"].get("alpha", 0.5))
+    return DescriptorModel(model_from_checkpoint(state, source=str(checkpoint)),
+                           float(state["config"].get("alpha", 0.5)), weights_fingerprint(state["model"]))
 
 
-def _resolve(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)

@@ -3,6 +3,6 @@
 
 from fmn_core.viz.curves import plot_cmc, plot_training_curves
 from fmn_core.viz.heatmaps import plot_heatmaps
-from fmn_core.viz.ranked_lists import plot_ranked_lists
+from fmn_core.viz.ranked_lists import plot_ranked_lists, plot_search_results
 
-__all__ = ["plot_cmc", "plot_heatmaps", "plot_ranked_lists", "plot_training_curves"]
+__all__ = ["plot_cmc", "plot_heatmaps", "plot_ranked_lists", "plot_search_results", "plot_training_curves"]

@@ -1,5 +1,5 @@
 """Ranked lists like the paper's Figure 4: the query, then the top-k gallery images,
-framed green for a true match and red for a false one."""
+framed green for a true match and red for a false one (grey when the query's identity is unknown)."""
 
 from __future__ import annotations
 
@@ -8,25 +8,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 from PIL import Image
 
 from fmn_core.viz._figure import save_figure
 
-TRUE, FALSE, QUERY = "#1a9641", "#d7191c", "#2b83ba"
+TRUE, FALSE, QUERY, UNKNOWN = "#1a9641", "#d7191c", "#2b83ba", "#7f7f7f"
 
 
 @dataclass
 class RankedRow:
-    """One line of the grid: a query and its ranked gallery."""
+    """One line of the grid: a query and its ranked gallery.
+
+    ``correct[i]`` is None when it is not known (a search with an unlabelled query);
+    ``captions`` replace the rank numbers under the gallery images.
+    """
 
     label: str
-    query_path: str
+    query_path: str | np.ndarray | Image.Image
     gallery_paths: Sequence[str]
-    correct: Sequence[bool]
+    correct: Sequence[bool | None]
+    captions: Sequence[str] | None = None
 
 
-def _show(axis, path: str, colour: str, caption: str) -> None:
-    with Image.open(path) as image:
+def _show(axis, image_or_path, colour: str, caption: str) -> None:
+    if isinstance(image_or_path, (str, Path)) and not Path(image_or_path).is_file():
+        axis.text(0.5, 0.5, "image\nnot found", ha="center", va="center", fontsize=6, transform=axis.transAxes)
+    elif isinstance(image_or_path, (str, Path)):
+        with Image.open(image_or_path) as image:
+            axis.imshow(image.convert("RGB").resize((64, 128)))
+    else:
+        image = image_or_path if isinstance(image_or_path, Image.Image) else Image.fromarray(np.asarray(image_or_path))
         axis.imshow(image.convert("RGB").resize((64, 128)))
     axis.set_xticks([])
     axis.set_yticks([])
@@ -48,9 +61,32 @@ def plot_ranked_lists(rows: Sequence[RankedRow], path: str | Path, top_k: int = 
         for c in range(top_k):
             axis = axes[r, c + 1]
             if c < len(row.gallery_paths):
-                ok = bool(row.correct[c])
-                _show(axis, row.gallery_paths[c], TRUE if ok else FALSE, f"{c + 1}")
+                ok = row.correct[c]
+                colour = UNKNOWN if ok is None else TRUE if ok else FALSE
+                _show(axis, row.gallery_paths[c], colour, row.captions[c] if row.captions else f"{c + 1}")
             else:
                 axis.axis("off")
     figure.suptitle(title, fontsize=10)
     return save_figure(figure, path)
+
+
+def plot_search_results(results: pd.DataFrame, queries: Sequence, path: str | Path, top_k: int = 10,
+                        query_pids: Sequence[int | None] | None = None, title: str = "search results") -> Path:
+    """One row per query image: the query, then its top-k gallery images from :func:`fmn_core.retrieval.search`.
+
+    With ``query_pids`` the frames say whether each answer is the query's identity;
+    without, they are grey and the captions give each answer's pid and distance.
+    """
+    labels = list(dict.fromkeys(results["query"]))
+    if len(labels) != len(queries):
+        raise ValueError(f"{len(queries)} query images for {len(labels)} queries in the results")
+    rows = []
+    for index, (label, image) in enumerate(zip(labels, queries, strict=True)):
+        ranked = results[results["query"] == label].sort_values("rank").head(top_k)
+        pid = query_pids[index] if query_pids is not None else None
+        correct = [None if pid is None else int(p) == int(pid) for p in ranked["pid"]]
+        captions = [f"{r}: pid {p}\n{d:.3f}" for r, p, d in zip(ranked["rank"], ranked["pid"], ranked["distance"],
+                                                                  strict=True)]
+        name = Path(label).name if isinstance(image, (str, Path)) else label
+        rows.append(RankedRow(name, image, ranked["path"].tolist(), correct, captions))
+    return plot_ranked_lists(rows, path, top_k=top_k, title=title)
