@@ -33,9 +33,10 @@ def library_versions() -> dict[str, str]:
     import torchvision
 
     from fmn_core import __version__
+    from fmn_core.utils.machine import machine_description
 
     return {"fmn_core": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "machine": machine_description()}
 
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: TrainConfig, stage: int, epoch: int,

@@ -1,0 +1,156 @@
+"""The model card: what a reviewer reads first about a trained FMN.
+
+Built from the checkpoint itself (recipe, machine, library versions, mask
+diagnostics, history) plus what only the caller knows: where the data came
+from (dataset, DVC md5, split counts), the evaluation of this run and of the
+other seeds, the ONNX export's parity, and how to reproduce it all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from fmn_core.engine.config import PRESETS, TrainConfig
+
+PAPER = ("Ding, Khan, Tang, Porikli. *Let Features Decide for Themselves: Feature Mask Network for Person "
+         "Re-identification.* 2017.")
+
+INTENDED_USE = """\
+**Intended use.** Research on person re-identification: comparing methods on public benchmark datasets
+(Market-1501, CUHK03, the bundled synthetic data) or on images of people who consented to being recorded and
+re-identified, and teaching or reproducing the Feature Mask Network paper.
+
+**Out of scope.** Identifying, tracking or profiling people who have not consented; surveillance of public or
+private spaces; any decision about a person (access, policing, employment, credit). Re-identification links
+images of one person across cameras and times: deployed on people, it is a surveillance tool, and laws on
+biometric and personal data (such as the GDPR) apply.
+
+**Limits.** The descriptors only rank images against a gallery; they do not name anyone and carry no calibrated
+probability. Accuracy holds for data like the training data (cameras, resolution, viewpoints, clothing, the
+people represented) and drops on anything else; a model trained on synthetic data says nothing about real people.
+Benchmarks under-represent many groups of people, and errors are not spread evenly across them. The figures
+below are from this run's test split only."""
+
+
+@dataclass
+class DataLineage:
+    """Where the training and test images came from."""
+
+    dataset: str
+    data_md5: str | None = None  # the DVC md5 of the tracked data folder (data.dvc)
+    dataset_version: str | None = None  # the dataset's own version within it
+    root: str | None = None
+    counts: Mapping[str, int] = field(default_factory=dict)  # e.g. train_images, train_identities, query_images
+
+
+def _recipe_command(config: TrainConfig) -> tuple[str, list[str]]:
+    """The preset closest to ``config`` and the ``--set`` options that turn it into ``config`` exactly."""
+    own = config.to_dict()
+    best = min(PRESETS, key=lambda name: sum(v != own[k] for k, v in PRESETS[name].to_dict().items()))
+    base = PRESETS[best].to_dict()
+    changes = [f"{k}={'none' if v is None else v}" for k, v in own.items() if v != base[k]
+               and k not in ("device",)]
+    return best, changes
+
+
+def reproduce_commands(dataset: str, config: Mapping[str, Any], git_commit: str | None = None,
+                       data_path: str | None = None) -> str:
+    """Shell lines that rebuild this model from the versioned data with the ``fmn`` command."""
+    train = TrainConfig.from_dict(dict(config))
+    name, changes = _recipe_command(train)
+    sets = " ".join(f"--set {c}" for c in changes)
+    data_path = data_path or f"data/{dataset}"
+    lines = [f"git checkout {git_commit}" if git_commit else "# at the commit this model was trained with",
+             "dvc pull data.dvc",
+             f"fmn inspect {dataset} {data_path} --out runs/{dataset}/splits.parquet",
+             f"fmn train-stage1 --splits runs/{dataset}/splits.parquet --preset {name} {sets} --out runs/{dataset}",
+             f"fmn train-stage2 --splits runs/{dataset}/splits.parquet --preset {name} {sets} --out runs/{dataset} "
+             f"--grn runs/{dataset}/grn.pt",
+             f"fmn extract --splits runs/{dataset}/splits.parquet --checkpoint runs/{dataset}/fmn.pt "
+             f"--out runs/{dataset}/descriptors.parquet",
+             f"fmn evaluate runs/{dataset}/descriptors.parquet --rerank"]
+    return "\n".join(line.replace("  ", " ") for line in lines)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage: DataLineage,
+                      metrics: Mapping[str, Mapping[str, float]], seed_study: str | None = None,
+                      onnx: Mapping[str, Any] | None = None, reproduce: str | None = None,
+                      pipeline_command: str | None = None, artifacts: Mapping[str, str] | None = None) -> str:
+    """The card as Markdown. ``metrics``: Table 1's rows (``name -> {rank1, rank5, rank10, mAP, ...}``)."""
+    config = dict(checkpoint["config"])
+    train = TrainConfig.from_dict(config)
+    versions = dict(checkpoint.get("versions", {}))
+    history = list(checkpoint.get("history", []))
+    mask = dict(checkpoint.get("diagnostics", {}).get("mask", {}))
+    out = [f"# Model card: FMN on `{lineage.dataset}`", "",
+           f"Feature Mask Network (GRN + Mixing Network + LAN), model hash `{model_hash}`, "
+           f"{checkpoint['num_classes']} training identities, trained with seed {train.seed}.", "",
+           "## Paper", "", PAPER, "",
+           "## Recipe", "",
+           _table([["backbone", f"{train.arch} (initialised from {train.pretrained})"],
+                   ["input", f"{train.input_height}x{train.input_width}"],
+                   ["masked layer", train.masked_layer + (" (constant mask: the control without the MN)"
+                                                          if train.mask_mode == "constant" else "")],
+                   ["stage 1 (GRN)", f"{train.stage1_epochs} epochs, lr {train.stage1_lr}, drop after "
+                                     f"{train.stage1_lr_drop_epoch}"],
+                   ["stage 2 (MN + LAN, GRN frozen)", f"{train.stage2_epochs} epochs, lr {train.stage2_lr}, drop "
+                                                      f"after {train.stage2_lr_drop_epoch}"],
+                   ["batch, weight decay", f"{train.batch_size}, {train.weight_decay}"],
+                   ["ranking loss (eq. 5)", f"margin {train.margin}, weight {train.rank_weight}"],
+                   ["descriptor (eq. 6)", f"alpha {train.alpha}"],
+                   ["mask bound B", str(train.log_mask_max)],
+                   ["seed", str(train.seed)]], ["setting", "value"]), "",
+           "<details><summary>every option</summary>", "",
+           _table([[k, v] for k, v in sorted(config.items())], ["option", "value"]), "", "</details>", "",
+           "## Data lineage", "",
+           _table([["dataset", lineage.dataset], ["DVC md5 of the data (data.dvc)", f"`{lineage.data_md5 or '?'}`"],
+                   ["dataset version (DVC)", f"`{lineage.dataset_version or '?'}`"],
+                   *([["root", f"`{lineage.root}`"]] if lineage.root else []),
+                   *[[k.replace("_", " "), v] for k, v in lineage.counts.items()]], ["", ""]), "",
+           f"## Table 1 on `{lineage.dataset}` (this run)", ""]
+    keys = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+    out.append(_table([[name, *(f"{row[k]:.2f}" for k in keys if k in row)] for name, row in metrics.items()],
+                      ["method", *(k for k in keys if k in next(iter(metrics.values()), {}))]))
+    out += ["", "Rank-k, mAP and mINP in %, single-query protocol; FMN + re-ranking is k-reciprocal re-ranking "
+                "(Zhong et al.) on the FMN descriptor."]
+    if seed_study:
+        out += ["", "### Over training seeds (mean ± std)", "", seed_study]
+    out += ["", "## Machine", "",
+            f"Trained on: {versions.get('machine', 'not recorded (an older checkpoint)')}; torch "
+            f"{versions.get('torch', '?')}, torchvision {versions.get('torchvision', '?')}, Python "
+            f"{versions.get('python', '?')}, fmn_core {versions.get('fmn_core', '?')}. "
+            "Training is bit-identical on the same machine with the same thread count, not across CPU models or "
+            "thread counts." + (f" Stage 2 ran {len(history)} epochs; final " + ", ".join(
+                f"{k} {v:.4g}" for k, v in history[-1].items() if isinstance(v, float) and k != "seconds") + "."
+                if history else "")]
+    if mask:
+        out += ["", "## Mask diagnostics (Mixing Network)", "",
+                _table([[k.replace("_", " "), f"{v:.4f}" if isinstance(v, float) else v] for k, v in mask.items()],
+                       ["diagnostic", "value"]), "",
+                "Variation across images near 0, or most positions at a bound, means the mask collapsed to a "
+                "constant and the LAN sees the same weighting for every image."]
+    if onnx:
+        parity = onnx.get("parity", {})
+        out += ["", "## ONNX export", "",
+                f"`{onnx.get('path', 'fmn.onnx')}`: outputs {', '.join(onnx.get('outputs', []))}; max abs "
+                "difference from PyTorch " + ", ".join(f"{k} {v:.1e}" for k, v in parity.get("max_abs", {}).items())
+                + f" (tolerance {parity.get('tolerance', '?')}); rankings identical for "
+                f"{parity.get('rankings_identical', '?')}/{parity.get('queries', '?')} check queries."]
+    out += ["", "## Intended use and limits", "", INTENDED_USE, "", "## Reproduce", ""]
+    if pipeline_command:
+        out += ["With the asset graph:", "", "```bash", pipeline_command, "```", "", "Or with `fmn_core` alone:", ""]
+    out += ["```bash", reproduce or reproduce_commands(lineage.dataset, config), "```"]
+    if artifacts:
+        out += ["", "## Artifacts", "", _table([[k, f"`{v}`"] for k, v in artifacts.items()], ["artifact", "where"])]
+    return "\n".join(out) + "\n"
+
+
+__all__ = ["INTENDED_USE", "PAPER", "DataLineage", "render_model_card", "reproduce_commands"]
