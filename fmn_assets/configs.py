@@ -147,3 +147,21 @@ class EvaluationConfig(dg.Config):
     max_rank: int = 50
     ranked_list_queries: int = Field(4, description="queries shown in the ranked-list picture")
     heatmap_images: int = Field(8, description="images shown in the mask / activation picture")
+
+
+class OnnxExportConfig(dg.Config):
+    """The ONNX export and its parity check against PyTorch."""
+
+    opset: int = Field(18, description="ONNX opset")
+    dynamic_batch: bool = Field(True, description="accept any batch size (false: batches of exactly 1)")
+    outputs: list[str] = Field(["fmn", "grn", "lan"], description="descriptors in the graph, from fmn (eq. 6), grn "
+                                                                  "and lan; anything else fails the step")
+    tolerance: float = Field(1e-4, description="largest allowed |onnxruntime - PyTorch| per descriptor value")
+    parity_queries: int = Field(8, description="query images of the dataset used in the parity check")
+    parity_gallery: int = Field(24, description="gallery images of the dataset used in the parity check")
+
+
+class ModelCardConfig(dg.Config):
+    """What only a person can add to the model card."""
+
+    contact: str = Field("", description="who answers questions about this model (added to the card when set)")

@@ -70,6 +70,14 @@ class ProjectPaths(dg.ConfigurableResource):
         """Table 1 of the run as JSON (``metrics.md`` beside it holds the Markdown)."""
         return self.artifacts(dataset) / "metrics.json"
 
+    def onnx_model(self, dataset: str) -> Path:
+        """The ONNX export of ``fmn.pt`` (``fmn export``)."""
+        return self.artifacts(dataset) / "fmn.onnx"
+
+    def model_card(self, dataset: str) -> Path:
+        """The model card, next to the checkpoint."""
+        return self.artifacts(dataset) / "MODEL_CARD.md"
+
     def _resolve(self, path: str) -> Path:
         resolved = Path(path).expanduser()
         return resolved if resolved.is_absolute() else self.root / resolved

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -18,7 +19,7 @@ from fmn_assets import defs
 from fmn_assets.assets import ASSETS, CHECKS
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.engine import load_checkpoint
-from fmn_core.retrieval import DescriptorTable
+from fmn_core.retrieval import DescriptorTable, FeatureExtractor
 from tests.conftest import write_image
 from tests.dagster_project import BIN, TINY_DATA_CONFIG, TINY_RUN_CONFIG, make_project, run
 
@@ -72,7 +73,7 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
     assert result.success, failure_messages(result)
     mats = materializations(result)
     assert set(mats) == {"dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors",
-                         "gallery_descriptors", "evaluation_metrics"}
+                         "gallery_descriptors", "evaluation_metrics", "onnx_model", "model_card"}
     splits = mats["dataset_splits"].metadata
     assert splits["dagster/row_count"].value == 300 and splits["train_images"].value == 156
     assert [c.name for c in splits["dagster/column_schema"].schema.columns][:4] == ["path", "pid", "camid", "split"]
@@ -97,7 +98,8 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
     assert checks == {name: True for name in ("split_table_schema", "images_readable", "identities_disjoint",
                                               "queries_matchable", "official_counts", "grn_checkpoint_loads",
                                               "fmn_checkpoint_loads", "fmn_mask_alive", "query_descriptors_usable",
-                                              "gallery_descriptors_usable", "metrics_in_range")}
+                                              "gallery_descriptors_usable", "metrics_in_range",
+                                              "onnx_model_matches_checkpoint")}
     assert [r.data["method"] for r in metrics["table_1"].value.records] == ["GRN", "LAN", "FMN", "FMN + re-ranking"]
     assert {c.name: c.type for c in metrics["table_1"].value.schema.columns}["mAP"] == "float"
     assert [r.data["epoch"] for r in grn["history_table"].value.records] == [1, 2]
@@ -105,6 +107,36 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
     assert metrics["fmn_mAP_mean"].value == metrics["fmn_mAP"].value and metrics["fmn_mAP_std"].value == 0
     assert "| FMN + re-ranking |" in metrics["seed_study"].value
     assert (project / "artifacts" / "synthetic" / "pictures" / "cmc.png").stat().st_size > 5000
+
+
+def test_onnx_model_matches_pytorch_and_is_versioned(pipeline):
+    project, remote, _, result = pipeline
+    onnx = materializations(result)["onnx_model"].metadata
+    assert onnx["outputs"].value == "fmn, grn, lan" and onnx["batch"].value == "dynamic"
+    assert 0 <= onnx["parity_max_abs_fmn"].value <= 1e-4 and onnx["rankings_identical"].value == "8/8"
+    md5 = yaml.safe_load((project / "artifacts" / "synthetic" / "fmn.onnx.dvc").read_text())["outs"][0]["md5"]
+    assert onnx["dvc_md5"].value == md5 and (remote / "files" / "md5" / md5[:2] / md5[2:]).is_file()
+    gallery = DescriptorTable.load(project / "artifacts" / "synthetic" / "gallery_descriptors.parquet")
+    extractor = FeatureExtractor(project / "artifacts" / "synthetic" / "fmn.onnx")
+    assert extractor.model_hash == gallery.model_hash == onnx["model_hash"].value
+    from_onnx = extractor(gallery.meta.path[:5].tolist(), kind="lan").numpy()
+    assert np.abs(from_onnx - gallery.features["lan"][:5]).max() < 1e-4
+
+
+def test_model_card_names_the_data_the_run_used(pipeline):
+    project, _, _, result = pipeline
+    mats = materializations(result)
+    card = mats["model_card"].metadata["model_card"].value
+    data_md5 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    assert mats["dataset_splits"].metadata["data_dvc_md5"].value == data_md5
+    assert f"`{data_md5}`" in card and f"`{mats['dataset_splits'].metadata['data_version'].value}`" in card
+    assert (project / "artifacts" / "synthetic" / "MODEL_CARD.md").read_text() == card
+    for needle in ("Let Features Decide for Themselves", "| train images | 156 |", "| FMN + re-ranking |",
+                   "## Mask diagnostics", "consented", "fmn train-stage2 --splits", "rankings identical for 8/8",
+                   "efficientnet_lite0", "Trained on: "):
+        assert needle in card, needle
+    fmn = json.loads((project / "artifacts" / "synthetic" / "metrics.json").read_text())["FMN"]
+    assert f"| FMN | {fmn['rank1']:.2f} | {fmn['rank5']:.2f} |" in card
 
 
 def test_dvc_hash_is_the_data_version_and_artifacts_reach_the_remote(pipeline):

@@ -121,6 +121,11 @@ def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage
                       ["method", *(k for k in keys if k in next(iter(metrics.values()), {}))]))
     out += ["", "Rank-k, mAP and mINP in %, single-query protocol; FMN + re-ranking is k-reciprocal re-ranking "
                 "(Zhong et al.) on the FMN descriptor."]
+    if "FMN" in metrics and "GRN" in metrics:
+        gain = {k: metrics["FMN"][k] - metrics["GRN"][k] for k in ("rank1", "mAP")}
+        verdict = ("FMN beats the GRN" if min(gain.values()) > 0 else
+                   "**FMN does not beat the GRN in this run: the paper's claim is not reproduced here**")
+        out += ["", f"{verdict} (rank-1 {gain['rank1']:+.2f}, mAP {gain['mAP']:+.2f} points)."]
     if seed_study:
         out += ["", "### Over training seeds (mean ± std)", "", seed_study]
     out += ["", "## Machine", "",
@@ -128,7 +133,7 @@ def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage
             f"{versions.get('torch', '?')}, torchvision {versions.get('torchvision', '?')}, Python "
             f"{versions.get('python', '?')}, fmn_core {versions.get('fmn_core', '?')}. "
             "Training is bit-identical on the same machine with the same thread count, not across CPU models or "
-            "thread counts." + (f" Stage 2 ran {len(history)} epochs; final " + ", ".join(
+            "thread counts." + (f" Stage 2 ran {len(history)} epoch{'s' * (len(history) != 1)}; final " + ", ".join(
                 f"{k} {v:.4g}" for k, v in history[-1].items() if isinstance(v, float) and k != "seconds") + "."
                 if history else "")]
     if mask:
