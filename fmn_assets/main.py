@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
               "(no seed study recorded)")
     pictures = sorted((artifacts / "pictures").glob("*.png"))
     print("pictures:\n" + "\n".join(f"  {p}" for p in pictures))
+    print(f"model card: {artifacts / 'MODEL_CARD.md'}\nONNX model: {artifacts / 'fmn.onnx'} (search a gallery: "
+          f"{Path(sys.executable).with_name('fmn')} search --gallery {artifacts / 'gallery_descriptors.parquet'} "
+          f"--model {artifacts / 'fmn.onnx'} QUERY_IMAGE --out result.png)")
     print(f"artifacts (DVC-tracked: *.dvc next to them): {artifacts}")
     print(f"\nrecord this run's DVC pointers in git (in {root}; each step already pushed the data and artifacts to "
           f"the DVC remote, or says dvc_pushed: false in its metadata):\n  {git_commit_line(root, args.partition)}")
