@@ -44,5 +44,5 @@ WHEN_UPSTREAM_CHANGED = (
 fmn_automation = dg.AutomationConditionSensorDefinition(
     "fmn_automation", target=dg.AssetSelection.all(include_sources=True), minimum_interval_seconds=EVALUATION_SECONDS,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Evaluates the assets' automation conditions: observes data/<dataset> on FMN_OBSERVE_CRON and "
+    description="Evaluates the assets' automation conditions: observes data/{dataset} on FMN_OBSERVE_CRON and "
                 "retrains a dataset's lineage when its DVC version changed. Stopped until a user starts it.")

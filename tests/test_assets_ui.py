@@ -25,7 +25,8 @@ from tests.dagster_project import (
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ASSETS = ("dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors", "gallery_descriptors",
-          "evaluation_metrics")
+          "evaluation_metrics", "onnx_model", "model_card")
+GROUPS = ("data", "training", "retrieval", "evaluation", "deployment")
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
@@ -80,8 +81,8 @@ mutation Launch($params: ExecutionParams!) {
 }"""
 STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
 METADATA = """
-query Metadata {
-  assetOrError(assetKey: {path: ["evaluation_metrics"]}) {
+query Metadata($key: String!) {
+  assetOrError(assetKey: {path: [$key]}) {
     ... on Asset {
       assetMaterializations(partitions: ["synthetic"], limit: 1) {
         runId
@@ -123,10 +124,13 @@ def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagst
     url, project, _ = dagster_dev
     launch(url, "fmn_synthetic_data", TINY_DATA_CONFIG)  # the data first: its own partitions definition, own run
     run_id = launch(url, "fmn_pipeline", TINY_RUN_CONFIG)
-    materialization = graphql(url, METADATA)["assetOrError"]["assetMaterializations"][0]
+    materialization = graphql(url, METADATA, {"key": "evaluation_metrics"})["assetOrError"]["assetMaterializations"][0]
     assert materialization["runId"] == run_id
     entries = {e["label"]: e for e in materialization["metadataEntries"]}
     assert "| FMN + re-ranking |" in entries["results"]["mdStr"]
+    card = graphql(url, METADATA, {"key": "model_card"})["assetOrError"]["assetMaterializations"][0]
+    card_md = {e["label"]: e for e in card["metadataEntries"]}["model_card"]["mdStr"]
+    assert card["runId"] == run_id and card_md.startswith("# Model card: FMN on `synthetic`")
     assert "data:image/png;base64," in entries["cmc_plot"]["mdStr"]
     assert 0 <= entries["fmn_rank1"]["floatValue"] <= 100
     assert (Path(project) / "artifacts" / "synthetic" / "metrics.json").is_file()
@@ -151,15 +155,22 @@ def test_asset_graph_page_in_headless_chromium(dagster_dev):
             skip = page.get_by_role("button", name="Skip")  # the first-visit newsletter dialog
             if skip.count():
                 skip.first.click()
-            for group in ("data", "training", "retrieval", "evaluation"):  # the stage groups of the graph
+            for group in GROUPS:  # the stage groups of the graph
                 page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
             page.mouse.click(1200, 300, button="right")  # the graph's menu: show every asset node
             page.get_by_text("Expand all groups").last.click()
-            for group in ("data", "training", "retrieval", "evaluation"):  # and the asset tree beside it
+            for group in GROUPS:  # and the asset tree beside it
                 page.get_by_text(group, exact=True).first.dblclick()
             for name in ASSETS:
                 page.get_by_text(name, exact=True).first.wait_for(timeout=30_000)
             page.screenshot(path=str(folder / "asset-graph.png"))
             assert page.get_by_text("dataset_splits", exact=True).count() >= 2  # a graph node and a tree entry
+            # the model card on its asset page: the Markdown metadata opens as a rendered document
+            page.goto(f"{url}/assets/model_card", wait_until="networkidle", timeout=60_000)
+            page.get_by_text("[Show Markdown]").first.click(timeout=60_000)
+            page.get_by_role("heading", name="Intended use and limits").wait_for(timeout=30_000)
+            assert page.get_by_role("heading", name="Model card: FMN on synthetic").count() == 1
+            page.wait_for_timeout(800)  # the dialog fades in
+            page.screenshot(path=str(folder / "model-card.png"))
         finally:
             browser.close()

@@ -118,7 +118,7 @@ _FROM_RAW = dg.StaticPartitionMapping({name: name for name in DATASETS if name !
                 dg.AssetDep(synthetic_dataset, partition_mapping=_FROM_SYNTHETIC)],
           kinds={"pandas", "parquet", "dvc"}, tags={"paper_section": "4.1"},
           description="One split table per dataset: path, pid, camid, split, dataset, filename and training label "
-                      "(artifacts/<dataset>/splits.parquet, image paths relative to the dataset root), read by "
+                      "(artifacts/{dataset}/splits.parquet, image paths relative to the dataset root), read by "
                       "fmn_core's reader for the dataset. It never writes into data/. Its data version is the "
                       "dataset's DVC version.")
 def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfig, paths: ProjectPaths,

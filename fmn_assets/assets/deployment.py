@@ -27,7 +27,7 @@ from fmn_core.utils.machine import machine_description
           deps=[fmn_checkpoint, dataset_splits], kinds={"onnx", "dvc"}, code_version=EXPORT_CODE,
           automation_condition=WHEN_UPSTREAM_CHANGED, tags={"paper_section": "3.4"},
           description="The descriptor model (normalised images in; FMN eq. 6, GRN and LAN descriptors out) as ONNX: "
-                      "artifacts/<dataset>/fmn.onnx, written only after onnxruntime matched PyTorch within the "
+                      "artifacts/{dataset}/fmn.onnx, written only after onnxruntime matched PyTorch within the "
                       "tolerance and ranked the dataset's own query / gallery images identically; versioned by DVC.")
 def onnx_model(context: dg.AssetExecutionContext, config: OnnxExportConfig, paths: ProjectPaths,
                dvc: DVCResource) -> dg.MaterializeResult:
@@ -105,7 +105,7 @@ def _splits_used(context: dg.AssetExecutionContext):
           description="What a reviewer reads first: the paper and recipe, the data lineage (dataset, DVC md5 of the "
                       "data, split counts), Table 1 of this run and over seeds, the machine, the mask diagnostics, "
                       "the ONNX parity, intended use and limits, and the commands that reproduce it. Written to "
-                      "artifacts/<dataset>/MODEL_CARD.md next to the checkpoint, and shown here.")
+                      "artifacts/{dataset}/MODEL_CARD.md next to the checkpoint, and shown here.")
 def model_card(context: dg.AssetExecutionContext, config: ModelCardConfig, paths: ProjectPaths,
                dvc: DVCResource) -> dg.MaterializeResult:
     dataset = context.partition_key

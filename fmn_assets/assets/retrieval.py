@@ -31,10 +31,10 @@ DESCRIPTOR_KIND = {"kinds": {"pytorch", "parquet", "dvc"}, "owners": OWNERS, "gr
 
 @dg.multi_asset(
     specs=[dg.AssetSpec("query_descriptors", description="GRN, LAN and FMN (eq. 6) descriptors of the query images: "
-                                                         "artifacts/<dataset>/query_descriptors.parquet",
+                                                         "artifacts/{dataset}/query_descriptors.parquet",
                         tags={"paper_section": "3.4"}, **DESCRIPTOR_KIND),
            dg.AssetSpec("gallery_descriptors", description="The same for the gallery images: "
-                                                           "artifacts/<dataset>/gallery_descriptors.parquet",
+                                                           "artifacts/{dataset}/gallery_descriptors.parquet",
                         tags={"paper_section": "3.4"}, **DESCRIPTOR_KIND)],
     partitions_def=dataset_partitions, pool="gpu", op_tags=GPU_TAGS)
 def descriptor_tables(context: dg.AssetExecutionContext, config: DescriptorConfig, paths: ProjectPaths,
@@ -156,7 +156,7 @@ def _seed_study(context: dg.AssetExecutionContext, fingerprint: str, seed: int,
           tags={"paper_section": "4.2", "paper_table": "1"},
           description="Rank-1/5/10/20, mAP and mINP of the GRN, LAN and FMN descriptors and of FMN + k-reciprocal "
                       "re-ranking (Table 1), with the CMC curves, Figure-4 ranked lists, mask and activation heat "
-                      "maps and training curves: artifacts/<dataset>/metrics.json and pictures/.")
+                      "maps and training curves: artifacts/{dataset}/metrics.json and pictures/.")
 def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConfig,
                        paths: ProjectPaths) -> dg.MaterializeResult:
     dataset = context.partition_key

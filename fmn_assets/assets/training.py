@@ -119,7 +119,7 @@ def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, p
 
 
 @dg.asset(**TRAINING, deps=[dataset_splits], tags={"paper_section": "3.3", "algorithm_1": "lines-1-2"},
-          description="The GRN fine-tuned on identity classification (eq. 4): artifacts/<dataset>/grn.pt, versioned "
+          description="The GRN fine-tuned on identity classification (eq. 4): artifacts/{dataset}/grn.pt, versioned "
                       "and pushed by DVC. A retried or restarted run resumes from grn.partial.pt.")
 def grn_checkpoint(context: dg.AssetExecutionContext, config: GRNTrainingConfig, paths: ProjectPaths,
                    dvc: DVCResource) -> dg.MaterializeResult:
@@ -131,7 +131,7 @@ def grn_checkpoint(context: dg.AssetExecutionContext, config: GRNTrainingConfig,
 
 @dg.asset(**TRAINING, deps=[grn_checkpoint, dataset_splits], tags={"paper_section": "3.3", "algorithm_1": "line-3"},
           description="The full FMN: the frozen GRN plus the Mixing Network and LAN trained with cross-entropy and "
-                      "the ranking loss (eq. 4 + 5): artifacts/<dataset>/fmn.pt, versioned and pushed by DVC.")
+                      "the ranking loss (eq. 4 + 5): artifacts/{dataset}/fmn.pt, versioned and pushed by DVC.")
 def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig, paths: ProjectPaths,
                    dvc: DVCResource) -> dg.MaterializeResult:
     dataset = context.partition_key
