@@ -34,6 +34,9 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    if args.out:
+        manifest = args.root / "manifest.csv" if args.root.is_dir() else args.root
+        check_output(args.out, [args.root, manifest], "split table", (".parquet",), ("label",))
     loaded = read_dataset(args.dataset, args.root, check_images=args.check_images, strict=not args.lenient)
     print(loaded.report)
     if args.out:
@@ -64,29 +67,76 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def parse_overrides(pairs: list[str]) -> dict:
-    """``["batch_size=64", "amp=none"]`` -> typed values, by the TrainConfig field types."""
+    """``["batch_size=64", "amp=none"]`` -> typed values, by the TrainConfig field types.
+
+    A wrong name or a value of the wrong type is an error naming the option and what it takes.
+    """
     import dataclasses
 
     from fmn_core.engine.config import TrainConfig
 
-    types = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
     out = {}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
+        name = name.strip()
         if not sep:
             raise ValueError(f"--set expects name=value, got {pair!r}")
-        kind = str(types.get(name, "str"))
-        if kind.startswith("bool"):
-            value = None if raw.lower() in ("none", "auto") else raw.lower() in ("1", "true", "yes", "on")
-        elif kind == "int":
-            value = int(raw)
-        elif kind == "float":
-            value = float(raw)
-        else:
-            value = raw
+        if name not in types:
+            raise ValueError(f"--set {pair}: unknown option {name!r}; the options are {', '.join(sorted(types))}")
+        kind = types[name]
+        try:
+            if kind.startswith("bool"):
+                lowered = raw.strip().lower()
+                if lowered in ("none", "auto") and "None" in kind:
+                    value = None
+                elif lowered in _TRUE + _FALSE:
+                    value = lowered in _TRUE
+                else:
+                    raise ValueError
+            elif kind == "int":
+                value = int(raw)
+            elif kind == "float":
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            takes = {"int": "an integer", "float": "a number"}.get(kind, "true or false" + (
+                " (or none)" if "None" in kind else ""))
+            raise ValueError(f"--set {pair}: {name} takes {takes}, got {raw!r}") from None
         out[name] = value
     return out
+
+
+def check_output(out: Path, inputs: list[Path], kind: str, suffixes: tuple[str, ...],
+                 columns: tuple[str, ...] = ()) -> None:
+    """Refuse to write over an input, or over an existing file that is not an earlier output of this kind.
+
+    ``fmn inspect custom m.csv --out m.csv`` must not replace the user's manifest with Parquet.
+    ``columns``: for Parquet outputs, an existing file must have one of them to count as the same kind.
+    """
+    target = Path(out).expanduser().resolve()
+    for source in inputs:
+        if source is not None and Path(source).expanduser().resolve() == target:
+            raise ValueError(f"--out {out} is also an input of this command; write the {kind} elsewhere")
+    if target.is_dir():
+        raise ValueError(f"--out {out} is a folder; give a file name for the {kind}")
+    if target.exists() and target.suffix.lower() not in suffixes:
+        raise ValueError(f"--out {out} exists and is not a {kind} ({'/'.join(suffixes)}); refusing to overwrite it")
+    if target.exists() and columns:
+        import pyarrow.parquet as pq
+
+        try:
+            names = set(pq.read_schema(target).names)
+        except Exception:  # not Parquet at all
+            names = set()
+        if not names & set(columns):
+            raise ValueError(f"--out {out} exists and is not a {kind} (none of the columns {list(columns)}); "
+                             "refusing to overwrite it")
 
 
 def _load_table(args: argparse.Namespace):
@@ -96,7 +146,12 @@ def _load_table(args: argparse.Namespace):
         return load_split_table(args.splits, root=args.root)
     if not (args.dataset and args.root):
         raise ValueError("give either --splits (a saved split table) or --dataset and --root")
-    return read_dataset(args.dataset, args.root).table
+    loaded = read_dataset(args.dataset, args.root)
+    for finding in loaded.report.findings:  # what the reader skipped must not vanish without a word
+        if finding.severity != "info":
+            print(f"warning: {finding.kind}: {finding.message} (count={finding.count}), e.g. "
+                  f"{finding.examples[:1]}", file=sys.stderr)
+    return loaded.table
 
 
 def train_from_args(args: argparse.Namespace, on_epoch_end=None):
@@ -126,6 +181,8 @@ def _train(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from fmn_core.retrieval import extract_descriptors
 
+    check_output(args.out, [args.splits, args.checkpoint], "descriptor table", (".parquet",),
+                 ("fmn", "grn", "lan"))
     table = _load_table(args)
     descriptors, rate = extract_descriptors(args.checkpoint, table, batch_size=args.batch_size, device=args.device,
                                             flip=args.flip)
@@ -138,13 +195,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fmn_core.retrieval.descriptors import DescriptorTable
     from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
 
+    if args.json:
+        check_output(args.json, list(args.descriptors), "metrics file", (".json",))
     table = DescriptorTable.concat([DescriptorTable.load(path) for path in args.descriptors])
     results = evaluate_descriptors(table, rerank=args.rerank)
     print(results_markdown(results))
+    skipped = max(r.num_skipped for r in results.values())
+    if skipped:
+        print(f"note: {skipped} of {skipped + results[next(iter(results))].num_valid} queries have no true match "
+              "under another camera and are in no average", file=sys.stderr)
     if args.json:
         from fmn_core.utils.atomic import atomic_write_text
 
-        atomic_write_text(args.json, json.dumps({k: v.summary() for k, v in results.items()}, indent=2))
+        atomic_write_text(args.json, json.dumps({k: {**v.summary(), "valid_queries": v.num_valid,
+                                                     "skipped_queries": v.num_skipped}
+                                                 for k, v in results.items()}, indent=2))
     return 0
 
 
@@ -157,6 +222,7 @@ def parity_images(table, queries: int = 8, gallery: int = 24) -> list[str]:
 def _export(args: argparse.Namespace) -> int:
     from fmn_core.export import export_onnx
 
+    check_output(args.out, [args.checkpoint, args.splits], "ONNX model", (".onnx",))
     images = parity_images(_load_table(args)) if (args.splits or args.dataset) else None
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
                          batch_size=args.batch_size, outputs=args.outputs, tolerance=args.tolerance, images=images,
@@ -176,6 +242,11 @@ def _search(args: argparse.Namespace) -> int:
 
     from fmn_core.retrieval.search import Gallery, search
 
+    inputs = [args.gallery, args.model, *args.queries]
+    if args.out:
+        check_output(args.out, inputs, "picture", (".png",))
+    if args.csv:
+        check_output(args.csv, inputs, "CSV file", (".csv",))
     gallery = Gallery.load(args.gallery, args.kind, root=args.root)
     results = search(args.model, gallery, args.queries, top_k=args.top_k, rerank=args.rerank, kind=args.kind)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 80):

@@ -16,7 +16,15 @@ from fmn_assets.metadata import history_markdown, records_table
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.data import num_train_identities
-from fmn_core.engine import CheckpointError, TrainConfig, TrainResult, load_checkpoint, train_stage1, train_stage2
+from fmn_core.engine import (
+    CheckpointError,
+    TrainConfig,
+    TrainingDivergedError,
+    TrainResult,
+    load_checkpoint,
+    train_stage1,
+    train_stage2,
+)
 from fmn_core.engine.progress import read_metrics_log
 from fmn_core.models import WeightsUnavailableError
 from fmn_core.models.mixing import mask_collapse_reasons
@@ -113,7 +121,7 @@ def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, p
         if stage == 1:
             return train_stage1(table, config, out, progress=False, on_epoch_end=log_epoch)
         return train_stage2(table, config, grn, out, progress=False, on_epoch_end=log_epoch)
-    except (ValueError, WeightsUnavailableError, CheckpointError) as exc:  # bad input: retrying cannot help
+    except (ValueError, WeightsUnavailableError, CheckpointError, TrainingDivergedError) as exc:  # retrying cannot help
         raise dg.Failure(allow_retries=False,
                          description=f"stage {stage} training on '{dataset}' failed: {exc}") from exc
 

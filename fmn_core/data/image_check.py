@@ -21,14 +21,18 @@ CHECK_MODES: tuple[str, ...] = ("none", "header", "decode")
 def _problem(path: str, mode: ImageCheck) -> str | None:
     try:
         with Image.open(path) as image:
+            if image.width == 0 or image.height == 0:
+                return "image has zero size"
+            if image.mode == "F":
+                return "floating-point samples (mode F): range unknown"
             if mode == "decode":
                 image.load()
-                if image.width == 0 or image.height == 0:
-                    return "image has zero size"
     except FileNotFoundError:
         return "file does not exist"
     except UnidentifiedImageError:
         return "not a recognised image format"
+    except Image.DecompressionBombError as exc:
+        return f"too large to decode safely: {exc}"
     except (OSError, ValueError, SyntaxError) as exc:
         return f"cannot decode: {exc}"
     return None

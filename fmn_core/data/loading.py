@@ -28,19 +28,45 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+#: Integer modes wider than 8 bits (16-bit grayscale PNG, TIFF): ``convert("RGB")`` would clip them to white.
+_WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(image: Image.Image, path: str | os.PathLike = "image") -> Image.Image:
+    """An opened image as 8-bit RGB the right way up: EXIF orientation applied, 16-bit samples scaled down.
+
+    A camera JPEG stores its pixels sideways and an EXIF tag saying so; a 16-bit
+    grayscale PNG holds values up to 65535. Both must be corrected, not passed on
+    as a sideways person or an all-white image.
+    """
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _WIDE_MODES:
+        samples = np.asarray(image, dtype=np.int64)
+        top = 65535 if image.mode != "I" or samples.max(initial=0) > 255 else 255
+        image = Image.fromarray(np.clip(samples * 255 // top, 0, 255).astype(np.uint8), "L")
+    elif image.mode == "F":
+        raise ValueError(f"{path} holds floating-point samples (mode F), whose range is unknown; save it as an "
+                         "8- or 16-bit image")
+    return image.convert("RGB")
+
+
 def decode_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     """Decode one image to RGB uint8 ``(3, H, W)`` at ``size = (H, W)`` (bilinear)."""
     height, width = size
-    with Image.open(path) as image:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError as exc:  # not an OSError: name the file here
+        raise ValueError(f"{path}: {exc}") from exc
+    with opened as image:
         if image.format == "JPEG":
             image.draft("RGB", (width, height))  # lets libjpeg downscale while decoding
-        image = image.convert("RGB")
+        image = to_rgb(image, path)
         if image.size != (width, height):
             image = image.resize((width, height), Image.BILINEAR)
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))

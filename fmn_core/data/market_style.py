@@ -77,9 +77,15 @@ def read_market_style(root: str | Path, scheme: NamingScheme, dataset: str | Non
     malformed: list[str] = []
     bad_camera: list[str] = []
     junk: list[str] = []
+    not_files: list[str] = []
+    ignored: list[str] = []
     for split, folder in SPLIT_FOLDERS.items():
         for path in sorted((base / folder).iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                ignored.append(str(path))
+                continue
+            if not path.is_file():  # a broken or looping symbolic link, or a folder named like an image
+                not_files.append(str(path))
                 continue
             match = scheme.pattern.match(path.stem)
             if match is None:
@@ -97,6 +103,10 @@ def read_market_style(root: str | Path, scheme: NamingScheme, dataset: str | Non
                f"file names that do not follow {scheme.example}; skipped", malformed)
     report.add("camera_out_of_range", "warning",
                f"camera number outside 1..{scheme.num_cameras}; skipped", bad_camera)
+    report.add("not_a_file", "warning", "image names that are not readable files (a broken or looping symbolic "
+               "link, or a folder); skipped", not_files)
+    report.add("ignored_file", "info", f"files without an image suffix ({', '.join(sorted(IMAGE_SUFFIXES))}); "
+               "ignored", ignored)
     report.add("junk_image", "info", "pid -1 junk boxes, dropped as the standard protocol does", junk)
     return assemble(rows, report, check_images, strict, image_root=base)
 

@@ -132,7 +132,11 @@ class DatasetError(ValueError):
         self.report = report_or_message if isinstance(report_or_message, DatasetReport) else None
         if self.report is not None:
             problems = "\n".join(str(f) for f in self.report.errors)
+            # the warnings often say why (48 malformed names -> an empty train split): show them too
+            causes = [f for f in self.report.findings if f.severity == "warning"]
             message = f"dataset {self.report.dataset!r} at {self.report.root} is not usable:\n{problems}"
+            if causes:
+                message += "\nwhat the reader skipped, which may be why:\n" + "\n".join(str(f) for f in causes)
         else:
             message = str(report_or_message)
         super().__init__(message)

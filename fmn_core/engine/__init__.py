@@ -2,9 +2,18 @@
 
 from fmn_core.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from fmn_core.engine.config import PRESETS, TrainConfig, preset
-from fmn_core.engine.trainer import TrainResult, train_stage1, train_stage2
+from fmn_core.engine.trainer import TrainingDivergedError, TrainResult, train_stage1, train_stage2
 
 __all__ = [
-    "PRESETS", "CheckpointError", "TrainConfig", "TrainResult", "load_checkpoint", "model_from_checkpoint",
-    "preset", "save_checkpoint", "train_stage1", "train_stage2",
+    "PRESETS",
+    "CheckpointError",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingDivergedError",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "preset",
+    "save_checkpoint",
+    "train_stage1",
+    "train_stage2",
 ]

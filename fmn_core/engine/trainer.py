@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ from fmn_core.losses import identity_loss, ranking_loss
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.mixing import mask_diagnostics
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite: no checkpoint is written for the broken epoch."""
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +214,12 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
         row = {"stage": stage, "epoch": epoch + 1, "lr": current_lr,
                **{name: value / count for name, value in totals.items()},
                "images": int(count), "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+        if not math.isfinite(row["loss"]):  # every rank sees the same all-reduced loss, so all stop together
+            kept = f"; {partial_path} (epoch {epoch}) is kept" if partial_path.is_file() else ""
+            raise TrainingDivergedError(
+                f"stage {stage} diverged: loss {row['loss']} in epoch {epoch + 1} of {epochs} (lr {current_lr}); "
+                f"nothing was written for this epoch and no {final_path.name}{kept}. Lower the learning rate, or "
+                "check the inputs (a NaN in the data or the starting weights)")
         history.append(row)
         trained_images, trained_seconds = trained_images + int(count), trained_seconds + seconds
         if context.is_main:
@@ -298,6 +309,11 @@ def stage2_model(grn_state: dict, config: TrainConfig, num_classes: int, source:
         if getattr(grn_config, name) != getattr(config, name):
             raise CheckpointError(f"{source} was trained with {name}={getattr(grn_config, name)!r} but stage 2 "
                                   f"is configured with {name}={getattr(config, name)!r}")
+    broken = [key for key, value in grn_state["model"].items()
+              if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(f"{source} holds NaN or infinite weights in {len(broken)} tensors (e.g. {broken[:3]}): "
+                              "stage 2 on it would train to a NaN loss; train the GRN again")
     if grn_state["num_classes"] != num_classes:
         raise CheckpointError(f"{source} was trained for {grn_state['num_classes']} identities, but the training "
                               f"split has {num_classes}: it belongs to another dataset or split")

@@ -169,6 +169,9 @@ class DescriptorTable:
                 column = table.column(kind).combine_chunks()
                 width = column.type.list_size
                 features[kind] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+        if not features:
+            raise ValueError(f"{path} holds no descriptor column ({', '.join(DESCRIPTOR_KINDS)}): it is not a "
+                             "descriptor table (a split table? run fmn extract on it first)")
         metadata = table.schema.metadata or {}
         alpha = float(metadata.get(b"fmn.alpha", b"0.5"))
         relative = meta["path"].tolist()

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 
-from fmn_core.data.loading import IMAGENET_MEAN, IMAGENET_STD, decode_image, normalize
+from fmn_core.data.loading import IMAGENET_MEAN, IMAGENET_STD, decode_image, normalize, to_rgb
 from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.fmn import FeatureMaskNetwork, fmn_descriptor
 from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS, load_descriptor_model, resolve_device
@@ -42,7 +42,7 @@ def image_to_uint8(item: ImageLike, size: tuple[int, int]) -> torch.Tensor:
         except (OSError, UnidentifiedImageError, ValueError) as exc:  # missing, truncated, not an image
             raise ImageReadError(f"cannot read image {item}: {type(exc).__name__}: {exc}") from exc
     if isinstance(item, Image.Image):
-        item = np.asarray(item.convert("RGB"))
+        item = np.asarray(to_rgb(item))
     array = np.asarray(item)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ImageReadError(f"expected an image path, a PIL image or an HxWx3 array, got shape {array.shape}")

@@ -19,7 +19,13 @@ def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int =
 
     Re-ranking uses :func:`re_ranking_features`, so it never holds an N x N matrix.
     """
+    if not any(kind in table.features for kind in ROW_NAMES):
+        raise ValueError(f"the table holds no descriptor column ({', '.join(ROW_NAMES)}): evaluate a table written by "
+                         "fmn extract (or the pipeline's query / gallery descriptor tables), not a split table")
     query, gallery = table.subset("query"), table.subset("gallery")
+    if len(query) == 0 or len(gallery) == 0:
+        raise ValueError(f"nothing to evaluate: {len(query)} query and {len(gallery)} gallery rows (give the query "
+                         "and the gallery descriptors, e.g. query_descriptors.parquet gallery_descriptors.parquet)")
     labels = (query.meta["pid"].to_numpy(), gallery.meta["pid"].to_numpy(), query.meta["camid"].to_numpy(),
               gallery.meta["camid"].to_numpy())
     results = {}
@@ -38,12 +44,17 @@ def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int =
 
 
 def results_markdown(results: dict[str, EvaluationResult]) -> str:
-    """A Markdown table like the paper's Table 1: rank-1/5/10/20, mAP and mINP in percent."""
-    lines = ["| method | rank-1 | rank-5 | rank-10 | rank-20 | mAP | mINP |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """A Markdown table like the paper's Table 1: rank-1/5/10/20, mAP and mINP in percent.
+
+    The last column counts the queries evaluated and those skipped (no true match
+    under another camera): a skipped query is in no average, so it must be seen.
+    """
+    lines = ["| method | rank-1 | rank-5 | rank-10 | rank-20 | mAP | mINP | queries (skipped) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, result in results.items():
         s = result.summary()
         lines.append(f"| {name} | {s['rank1']:.2f} | {s['rank5']:.2f} | {s['rank10']:.2f} | {s['rank20']:.2f} | "
-                     f"{s['mAP']:.2f} | {s['mINP']:.2f} |")
+                     f"{s['mAP']:.2f} | {s['mINP']:.2f} | {result.num_valid} ({result.num_skipped}) |")
     return "\n".join(lines)
 
 

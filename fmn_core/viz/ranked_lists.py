@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from fmn_core.data.loading import to_rgb
 from fmn_core.viz._figure import save_figure
 
 TRUE, FALSE, QUERY, UNKNOWN = "#1a9641", "#d7191c", "#2b83ba", "#7f7f7f"
@@ -37,10 +38,10 @@ def _show(axis, image_or_path, colour: str, caption: str) -> None:
         axis.text(0.5, 0.5, "image\nnot found", ha="center", va="center", fontsize=6, transform=axis.transAxes)
     elif isinstance(image_or_path, (str, Path)):
         with Image.open(image_or_path) as image:
-            axis.imshow(image.convert("RGB").resize((64, 128)))
+            axis.imshow(to_rgb(image, image_or_path).resize((64, 128)))
     else:
         image = image_or_path if isinstance(image_or_path, Image.Image) else Image.fromarray(np.asarray(image_or_path))
-        axis.imshow(image.convert("RGB").resize((64, 128)))
+        axis.imshow(to_rgb(image).resize((64, 128)))
     axis.set_xticks([])
     axis.set_yticks([])
     for spine in axis.spines.values():

@@ -1,0 +1,310 @@
+"""A table of bad inputs through the readers, the `fmn` command and the asset configs.
+
+Each case builds its bad input for real (files on disk), runs the command a user
+would, and checks two things: the message names the file or field and says what
+was expected, and nothing that existed before was modified. The README's
+bad-input table lists the same cases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fmn_core.cli import main as fmn_main
+from fmn_core.data import read_dataset
+from fmn_core.data.loading import decode_image
+from tests.conftest import write_image
+
+
+def market(root: Path, extra: dict[str, str] | None = None) -> Path:
+    """A minimal valid Market-1501 folder: 2 training identities, 2 test identities seen by 2 cameras."""
+    files = {"bounding_box_train": [(1, 1), (1, 2), (2, 1), (2, 2)],
+             "query": [(3, 1), (4, 1)], "bounding_box_test": [(3, 2), (4, 2), (3, 3)]}
+    seed = 0
+    for folder, items in files.items():
+        for pid, cam in items:
+            seed += 1
+            write_image(root / folder / f"{pid:04d}_c{cam}s1_{seed:06d}_00.jpg", seed=seed)
+    for name, content in (extra or {}).items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return root
+
+
+def manifest(root: Path, lines: list[str], encoding: str = "utf-8", newline: str = "\n") -> Path:
+    """Images a..f and a manifest ``lines`` (header added) naming them."""
+    for index, name in enumerate("abcdef"):
+        write_image(root / "imgs" / f"{name}.jpg", seed=index)
+    body = ["path,pid,camid,split", "imgs/a.jpg,1,0,train", "imgs/b.jpg,2,1,train", "imgs/c.jpg,3,0,query",
+            "imgs/d.jpg,3,1,gallery", *lines]
+    path = root / "manifest.csv"
+    path.write_bytes(newline.join(body).encode(encoding) + newline.encode())
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def fmn(*args) -> tuple[int, str, str]:
+    """The `fmn` command in this process; returns (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = fmn_main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+@dataclass
+class Case:
+    """One bad input: ``run(folder)`` returns the text a user reads; ``expect`` must be in it."""
+
+    name: str
+    run: Callable[[Path], str]
+    expect: str
+
+
+def _cli(*args) -> Callable[[Path], str]:
+    def run(folder: Path) -> str:
+        code, out, err = fmn(*[str(a).format(folder=folder) for a in args])
+        assert code in (0, 2) and "Traceback" not in err, err
+        return f"exit {code}\n{out}\n{err}"
+    return run
+
+
+def _reader(kind: str, build: Callable[[Path], Path], strict: bool = False, check: str = "decode"):
+    def run(folder: Path) -> str:
+        root = build(folder)
+        try:
+            loaded = read_dataset(kind, root, check_images=check, strict=strict)
+        except Exception as exc:  # a DatasetError is the answer a user reads
+            return f"{type(exc).__name__}: {exc}"
+        return loaded.report.to_markdown() + "\n" + str(loaded.report)
+    return run
+
+
+def _renamed_query_folder(folder: Path) -> Path:
+    root = market(folder / "m")
+    (root / "query").rename(root / "queries")
+    return root
+
+
+def _all_training_names_malformed(folder: Path) -> Path:
+    root = market(folder / "m")
+    for path in (root / "bounding_box_train").iterdir():
+        path.rename(path.with_name("x" + path.name))
+    return root
+
+
+def _exif_rotated(folder: Path) -> str:
+    pixels = np.zeros((64, 128, 3), np.uint8)
+    pixels[:, :64] = 255  # stored sideways: the left half is white
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    image.save(folder / "rotated.jpg", exif=exif.tobytes())
+    upright = decode_image(folder / "rotated.jpg", (128, 64))
+    return f"top {upright[:, :64].mean():.0f} bottom {upright[:, 64:].mean():.0f}"
+
+
+def _sixteen_bit(folder: Path) -> str:
+    ramp = np.linspace(0, 65535, 128 * 64).reshape(128, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(folder / "deep.png")
+    decoded = decode_image(folder / "deep.png", (128, 64))
+    return f"min {decoded.min()} max {decoded.max()} mean {decoded.mean():.0f}"
+
+
+def _gray_and_cmyk(folder: Path) -> str:
+    Image.new("L", (64, 128), 90).save(folder / "gray.jpg")
+    Image.new("CMYK", (64, 128), (0, 255, 255, 0)).save(folder / "cmyk.jpg")
+    gray, cmyk = decode_image(folder / "gray.jpg", (128, 64)), decode_image(folder / "cmyk.jpg", (128, 64))
+    return f"gray {gray.shape} {gray[:, 0, 0].tolist()} cmyk {cmyk.shape} red {cmyk[0].mean() > 200}"
+
+
+def _unicode_paths(folder: Path) -> Path:
+    write_image(folder / "café dir" / "ä b.jpg", seed=1)
+    return manifest(folder, ["café dir/ä b.jpg,4,1,train"])
+
+
+def _symlink_loop(folder: Path) -> Path:
+    root = market(folder / "market")
+    os.symlink(root / "bounding_box_train" / "loop_b.jpg", root / "bounding_box_train" / "0009_c1s1_000099_00.jpg")
+    os.symlink(root / "bounding_box_train" / "0009_c1s1_000099_00.jpg", root / "bounding_box_train" / "loop_b.jpg")
+    os.symlink(root, root / "bounding_box_train" / "folder_loop")
+    return root
+
+
+def _bomb(folder: Path) -> Path:
+    root = market(folder / "market")
+    Image.new("L", (1, 1)).save(root / "bounding_box_test" / "0003_c4s1_000077_00.png")
+    data = bytearray((root / "bounding_box_test" / "0003_c4s1_000077_00.png").read_bytes())
+    data[16:24] = (30000).to_bytes(4, "big") * 2  # the IHDR header now claims 30000 x 30000 pixels
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # with a valid checksum
+    (root / "bounding_box_test" / "0003_c4s1_000077_00.jpg").write_bytes(bytes(data))
+    (root / "bounding_box_test" / "0003_c4s1_000077_00.png").unlink()
+    return root
+
+
+def _nan_grn(folder: Path) -> str:
+    from fmn_core.engine import CheckpointError, preset
+    from fmn_core.engine.checkpoint import build_model, save_checkpoint
+    from fmn_core.engine.trainer import stage2_model
+
+    config = preset("cpu", pretrained="none")
+    model = build_model(config, 2)
+    with torch.no_grad():
+        model.grn_classifier.weight[0, 0] = float("nan")
+    save_checkpoint(folder / "grn.pt", model=model, config=config, stage=1, epoch=1, complete=True,
+                    label_map={0: 1, 1: 2})
+    from fmn_core.engine import load_checkpoint
+
+    try:
+        stage2_model(load_checkpoint(folder / "grn.pt"), config, 2, str(folder / "grn.pt"))
+    except CheckpointError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def _other_architecture(folder: Path) -> str:
+    from fmn_core.engine import CheckpointError, load_checkpoint, preset
+    from fmn_core.engine.checkpoint import build_model, save_checkpoint
+    from fmn_core.engine.trainer import stage2_model
+
+    lite = preset("cpu", pretrained="none")
+    save_checkpoint(folder / "grn.pt", model=build_model(lite, 2), config=lite, stage=1, epoch=1, complete=True,
+                    label_map={0: 1, 1: 2})
+    try:
+        stage2_model(load_checkpoint(folder / "grn.pt"), preset("paper", pretrained="none", arch="resnet18",
+                                                                 input_height=128, input_width=64), 2, "grn.pt")
+    except CheckpointError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def _unknown_config_key(folder: Path) -> str:
+    import dagster as dg
+
+    from fmn_assets import defs
+
+    job = defs.resolve_job_def("fmn_pipeline")
+    try:
+        job.execute_in_process(run_config={"ops": {"grn_checkpoint": {"config": {"epochz": 3}}}},
+                               partition_key="synthetic", instance=dg.DagsterInstance.ephemeral())
+    except dg.DagsterInvalidConfigError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def _evaluate_split_table(folder: Path) -> str:
+    loaded = read_dataset("market1501", market(folder / "market"))
+    loaded.save(folder / "splits.parquet")
+    return _cli("evaluate", "{folder}/splits.parquet")(folder)
+
+
+def _truncated_jpeg_in_training(folder: Path) -> str:
+    from fmn_core.data.loading import ImageCache
+
+    path = write_image(folder / "cut.jpg", size=(256, 128))
+    path.write_bytes(path.read_bytes()[:300])
+    try:
+        ImageCache.build([str(path)], (128, 64))
+    except OSError as exc:
+        return str(exc)
+    return "accepted"
+
+
+CASES = [
+    Case("empty folder", _reader("market1501", lambda f: (f / "empty").mkdir() or f / "empty"),
+         "bounding_box_train"),
+    Case("wrong layout", _reader("market1501", _renamed_query_folder), "query"),
+    Case("non-image file named .jpg", _reader("market1501", lambda f: market(
+        f / "m", {"bounding_box_train/0001_c3s1_000050_00.jpg": "not a picture"})),
+        "0001_c3s1_000050_00.jpg: not a recognised image format"),
+    Case("zero-byte image", _reader("market1501", lambda f: market(
+        f / "m", {"bounding_box_test/0004_c3s1_000051_00.jpg": ""})), "0004_c3s1_000051_00.jpg: not a recognised"),
+    Case("malformed file name", _reader("market1501", lambda f: market(
+        f / "m", {"bounding_box_train/person1_cam2.jpg": "x"})), "person1_cam2.jpg"),
+    Case("camera id beyond the declared range (c7 of 6)", _reader("market1501", lambda f: market(
+        f / "m", {"bounding_box_train/0001_c7s1_000052_00.jpg": "x"})), "camera number outside 1..6"),
+    Case("query with no gallery match", _reader("market1501", lambda f: (
+        market(f / "m"), write_image(f / "m" / "query" / "0005_c1s1_000053_00.jpg"))[0]), "0005_c1s1_000053_00.jpg"),
+    Case("train/test identity overlap", _reader("market1501", lambda f: (
+        market(f / "m"), write_image(f / "m" / "bounding_box_train" / "0003_c1s1_000054_00.jpg"))[0], strict=True),
+        "identity"),
+    Case("strict error shows its cause", _reader("market1501", _all_training_names_malformed, strict=True),
+         "what the reader skipped, which may be why"),
+    Case("symlink loop", _reader("market1501", _symlink_loop), "0009_c1s1_000099_00.jpg"),
+    Case("PNG header claiming 30000 x 30000 pixels", _reader("market1501", _bomb, check="header"),
+         "0003_c4s1_000077_00.jpg: too large to decode safely"),
+    Case("EXIF-rotated JPEG is turned upright", _exif_rotated, "top 255 bottom 0"),
+    Case("16-bit PNG keeps its grey levels", _sixteen_bit, "min 0 max 255 mean 127"),
+    Case("grayscale and CMYK images become RGB", _gray_and_cmyk, "gray (3, 128, 64) [90, 90, 90]"),
+    Case("unicode and spaces in paths", _reader("custom", _unicode_paths, strict=True), "train 3 images"),
+    Case("CSV with a byte-order mark and CRLF", _reader("custom", lambda f: manifest(
+        f, [], encoding="utf-8-sig", newline="\r\n"), strict=True), "train 2 images"),
+    Case("CSV in Latin-1", _reader("custom", lambda f: manifest(f, ["imgs/caf\xe9.jpg,4,0,train"],
+                                                                 encoding="latin-1")),
+         "is not UTF-8 text (line 6"),
+    Case("CSV row with extra fields", _reader("custom", lambda f: manifest(f, ["imgs/e.jpg,4,0,train,x,y"])),
+         "manifest.csv:6: 2 more fields than the header"),
+    Case("duplicated manifest rows", _reader("custom", lambda f: manifest(f, ["imgs/a.jpg,1,0,train"])),
+         "imgs/a.jpg (first on line 2)"),
+    Case("negative person id", _reader("custom", lambda f: manifest(f, ["imgs/e.jpg,-7,0,train"])),
+         "pid=-7 is negative"),
+    Case("person id too large for int64", _reader("custom", lambda f: manifest(
+        f, ["imgs/e.jpg,99999999999999999999999,0,train"])), "pid=99999999999999999999999 is too large"),
+    Case("inspect --out over its own manifest", lambda f: (manifest(f, []), _cli(
+        "inspect", "custom", "{folder}/manifest.csv", "--out", "{folder}/manifest.csv")(f))[1],
+        "is also an input of this command"),
+    Case("extract --out over a file of another kind", lambda f: (manifest(f, []), _cli(
+        "extract", "--dataset", "custom", "--root", "{folder}", "--checkpoint", "{folder}/none.pt",
+        "--out", "{folder}/imgs/a.jpg")(f))[1], "exists and is not a descriptor table"),
+    Case("evaluate given a split table", _evaluate_split_table, "holds no descriptor column"),
+    Case("--set with a wrong type", _cli("train-stage1", "--splits", "x.parquet", "--set", "batch_size=abc",
+                                         "--out", "{folder}/run"), "batch_size takes an integer, got 'abc'"),
+    Case("--set with an unreadable boolean", _cli("train-stage1", "--splits", "x.parquet", "--set",
+                                                  "channels_last=maybe", "--out", "{folder}/run"),
+         "channels_last takes true or false"),
+    Case("--set with an unknown option", _cli("train-stage1", "--splits", "x.parquet", "--set", "epochz=3",
+                                              "--out", "{folder}/run"), "unknown option 'epochz'"),
+    Case("truncated JPEG reaching the image cache", _truncated_jpeg_in_training, "cut.jpg"),
+    Case("GRN checkpoint with NaN weights", _nan_grn, "holds NaN or infinite weights in 1 tensors"),
+    Case("checkpoint from another architecture", _other_architecture, "was trained with arch='efficientnet_lite0'"),
+    Case("asset config with an unknown key", _unknown_config_key, "epochz"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_explained_and_nothing_is_modified(case: Case, tmp_path):
+    (tmp_path / "keep").mkdir()
+    write_image(tmp_path / "keep" / "earlier_result.jpg")
+    before = snapshot(tmp_path / "keep")
+    text = case.run(tmp_path)
+    assert case.expect in text, text[-3000:]
+    assert snapshot(tmp_path / "keep") == before
+
+
+def test_inputs_survive_the_refused_commands(tmp_path):
+    path = manifest(tmp_path, [])
+    before = path.read_bytes()
+    code, _, err = fmn("inspect", "custom", path, "--out", path)
+    assert code == 2 and path.read_bytes() == before
+    assert "is also an input of this command" in err
+
+
+def test_table_has_at_least_25_kinds():
+    assert len(CASES) >= 25
