@@ -206,6 +206,15 @@ def load_split_table(path: str | Path, root: str | Path | None = None) -> pd.Dat
     missing = [name for name in COLUMNS if name not in frame.columns]
     if missing:
         raise ValueError(f"{path} is not a split table: missing columns {missing}; expected {SCHEMA_DOC}")
+    for name, dtype in COLUMNS.items():  # astype would truncate 1.5 to 1 without a word
+        column = frame[name]
+        if dtype == "int64" and not pd.api.types.is_integer_dtype(column):
+            numeric = pd.to_numeric(column, errors="coerce")
+            bad = column[numeric.isna() | (numeric != numeric.round())]
+            if len(bad):
+                raise ValueError(f"{path}: column {name!r} must hold integers ({SCHEMA_DOC}); it is "
+                                 f"{column.dtype} with values such as {bad.head(3).tolist()} "
+                                 f"(rows {bad.index[:3].tolist()})")
     frame = frame.astype(COLUMNS)[list(COLUMNS)]
     relative = frame["path"].tolist()
     base = resolve_image_root(path, table.schema.metadata, relative, root)
