@@ -260,6 +260,19 @@ def test_failing_validation_stops_training(pipeline, tmp_path):
     assert not (project / "artifacts" / "custom" / "grn.pt").exists()
 
 
+def test_table_5_masks_another_layer_through_the_asset_config(pipeline, tmp_path, monkeypatch):
+    project, _, _, _ = pipeline
+    copy = tmp_path / "copy"  # a copy of the trained project: the shared result stays as it is
+    shutil.copytree(project, copy, symlinks=True)
+    monkeypatch.setenv("FMN_PROJECT_DIR", str(copy))
+    result = execute(dg.DagsterInstance.ephemeral(), selection=["fmn_checkpoint"],
+                     config={"ops": {"fmn_checkpoint": {"config": {"epochs": 1, "lr": 0.02, "masked_layer": "res3"}}}})
+    assert result.success, failure_messages(result)
+    assert load_checkpoint(copy / "artifacts" / "synthetic" / "grn.pt")["config"]["masked_layer"] == "res2"
+    assert load_checkpoint(copy / "artifacts" / "synthetic" / "fmn.pt")["config"]["masked_layer"] == "res3"
+    assert load_checkpoint(project / "artifacts" / "synthetic" / "fmn.pt")["config"]["masked_layer"] == "res2"
+
+
 def test_missing_and_misplaced_datasets_fail_clearly(pipeline):
     project, _, instance, _ = pipeline
     result = execute(instance, partition="market1501", selection=["dataset_splits"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -44,14 +45,19 @@ def test_train_extract_evaluate(tiny_root, tmp_path):
     fmn("inspect", "synthetic", str(tiny_root), "--out", str(tmp_path / "splits.parquet"), cwd=tmp_path)
     fmn("train-stage1", "--splits", str(tmp_path / "splits.parquet"), *sets(stage1_epochs=2),
         "--out", str(tmp_path / "run"), cwd=tmp_path)
-    fmn("train-stage2", *data, *sets(stage1_epochs=2, stage2_epochs=1), "--out", str(tmp_path / "run"),
-        "--grn", str(tmp_path / "run" / "grn.pt"), cwd=tmp_path)
+    # Table 5's ablation: stage 2 masks another layer (res3) than the GRN was built with (the cpu recipe's res2)
+    fmn("train-stage2", *data, *sets(stage1_epochs=2, stage2_epochs=1, masked_layer="res3"), "--out",
+        str(tmp_path / "run"), "--grn", str(tmp_path / "run" / "grn.pt"), cwd=tmp_path)
+    assert load_checkpoint(tmp_path / "run" / "grn.pt")["config"]["masked_layer"] == "res2"
+    assert load_checkpoint(tmp_path / "run" / "fmn.pt")["config"]["masked_layer"] == "res3"
     out = fmn("extract", *data, "--checkpoint", str(tmp_path / "run" / "fmn.pt"), "--out",
               str(tmp_path / "desc.parquet"), "--flip", cwd=tmp_path)
     assert "144 descriptors" in out.stdout  # 58 query + 86 gallery
     out = fmn("evaluate", str(tmp_path / "desc.parquet"), "--rerank", "--json", str(tmp_path / "m.json"), cwd=tmp_path)
     assert all(f"| {row} |" in out.stdout for row in ("GRN", "LAN", "FMN", "FMN + re-ranking"))
-    assert (tmp_path / "m.json").is_file()
+    assert "| queries (skipped) |" in out.stdout
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["FMN"]["valid_queries"] + metrics["FMN"]["skipped_queries"] == 58
 
 
 def test_errors_are_one_clear_line(tiny_root, tmp_path):
