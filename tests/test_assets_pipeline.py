@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -21,7 +27,7 @@ from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.engine import load_checkpoint
 from fmn_core.retrieval import DescriptorTable, FeatureExtractor
 from tests.conftest import write_image
-from tests.dagster_project import BIN, TINY_DATA_CONFIG, TINY_RUN_CONFIG, make_project, run
+from tests.dagster_project import BIN, REPO, TINY_DATA_CONFIG, TINY_RUN_CONFIG, make_project, run
 
 PIPELINE = defs.resolve_job_def("fmn_pipeline")
 
@@ -332,6 +338,98 @@ def test_same_partition_twice_at_once_is_refused(pipeline):
     assert not result.success
     assert "being written by another run" in failure_messages(result)
     assert (project / "artifacts" / "synthetic" / "grn.pt").stat().st_mtime_ns == before
+
+
+def test_two_processes_on_one_partition_never_corrupt_each_other(pipeline, tmp_path):
+    """Two `dagster asset materialize` processes (outside the run queue) train the same partition at once."""
+    project, _, _, _ = pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, symlinks=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "grn.yaml"  # long enough (6 epochs) that the two runs overlap
+    config.write_text(yaml.safe_dump({"ops": {"grn_checkpoint": {"config": {"batch_size": 16, "epochs": 6,
+                                                                            "lr": 0.02}}}}))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(copy), "DAGSTER_DISABLE_TELEMETRY": "1"}
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fmn_assets", "--select", "grn_checkpoint",
+               "--partition", "synthetic", "-c", str(config)]
+    processes = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    codes = [p.returncode for p in processes]
+    assert 0 in codes, outputs[0][-2000:] + outputs[1][-2000:]
+    for code, output in zip(codes, outputs, strict=True):
+        if code != 0:  # the loser stops at once and says why; it never touched the winner's files
+            assert "is being written by grn_checkpoint" in output, output[-3000:]
+    grn = copy / "artifacts" / "synthetic" / "grn.pt"
+    md5 = yaml.safe_load((copy / "artifacts" / "synthetic" / "grn.pt.dvc").read_text())["outs"][0]["md5"]
+    assert hashlib.md5(grn.read_bytes()).hexdigest() == md5  # the file is exactly what DVC versioned
+    state = load_checkpoint(grn)
+    assert state["complete"] and state["epoch"] == 6
+    assert not (copy / "artifacts" / "synthetic" / "grn.partial.pt").exists()
+
+
+def _step_process(cli: subprocess.Popen, deadline: float):
+    """The process running the training step under `dagster asset materialize` (the multiprocess executor's child)."""
+    import psutil
+
+    while time.time() < deadline:
+        for child in psutil.Process(cli.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "multiprocessing" in " ".join(child.cmdline()):
+                    return child
+        time.sleep(0.2)
+    raise AssertionError("no step process appeared")
+
+
+def test_sigkilled_training_step_resumes_on_relaunch_with_the_uninterrupted_weights(pipeline, tmp_path):
+    """A real SIGKILL of the step process mid-stage; the relaunched run resumes from the partial checkpoint."""
+    from fmn_core.data import load_split_table
+    from fmn_core.engine import train_stage1
+
+    project, _, _, _ = pipeline
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, symlinks=True)
+    artifacts = copy / "artifacts" / "synthetic"
+    (artifacts / "grn.pt").unlink()
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    grn_config = {"batch_size": 16, "epochs": 5, "lr": 0.02, "device": "cpu"}
+    config = tmp_path / "grn.yaml"
+    config.write_text(yaml.safe_dump({"ops": {"grn_checkpoint": {"config": grn_config}}}))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(copy), "DAGSTER_DISABLE_TELEMETRY": "1",
+           "FMN_EXECUTOR": "multiprocess"}
+    command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fmn_assets", "--select", "grn_checkpoint",
+               "--partition", "synthetic", "-c", str(config)]
+    cli = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    step = _step_process(cli, time.time() + 300)
+    deadline = time.time() + 300
+    while not (artifacts / "grn.partial.pt").exists():  # at least one epoch done, the next one running
+        assert time.time() < deadline and cli.poll() is None, "no partial checkpoint appeared"
+        time.sleep(0.1)
+    step.send_signal(signal.SIGKILL)
+    first_output = cli.communicate(timeout=600)[0]
+    assert cli.returncode != 0 and not (artifacts / "grn.pt").exists(), first_output[-3000:]
+    partial_epoch = load_checkpoint(artifacts / "grn.partial.pt")["epoch"]
+    assert 1 <= partial_epoch < 5
+
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        record = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("grn_checkpoint"), asset_partitions=["synthetic"]), limit=1).records[0]
+    assert record.asset_materialization.metadata["resumed_from_epoch"].value >= partial_epoch
+
+    table = load_split_table(artifacts / "splits.parquet")
+    from fmn_assets.configs import GRNTrainingConfig
+
+    uninterrupted = train_stage1(table, GRNTrainingConfig(**grn_config).train_config(), tmp_path / "reference",
+                                 progress=False)
+    resumed = load_checkpoint(artifacts / "grn.pt")["model"]
+    reference = load_checkpoint(uninterrupted.checkpoint)["model"]
+    assert resumed.keys() == reference.keys()
+    assert all(torch.equal(resumed[k], reference[k]) for k in reference), "resumed weights differ"
 
 
 def _resave_with(path, **config_changes) -> None:

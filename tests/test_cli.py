@@ -17,7 +17,7 @@ from fmn_core.data import read_dataset
 from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.engine import load_checkpoint, preset, train_stage1
 
-FAST = dict(input_height=64, input_width=32, batch_size=16, crop_pad=3, stage1_lr=0.02, stage2_lr=0.02,
+FAST = dict(input_height=64, input_width=32, batch_size=16, crop_pad=3, stage1_lr=0.02, stage2_lr=0.02, device="cpu",
             decode_workers=2)
 
 

@@ -13,7 +13,7 @@ from fmn_core.engine.progress import read_metrics_log
 from fmn_core.engine.trainer import stage2_model
 from fmn_core.losses import identity_loss, ranking_loss
 
-FAST = dict(input_height=64, input_width=32, batch_size=16, crop_pad=3, stage1_lr=0.02, stage2_lr=0.02,
+FAST = dict(input_height=64, input_width=32, batch_size=16, crop_pad=3, stage1_lr=0.02, stage2_lr=0.02, device="cpu",
             decode_workers=2)
 
 
