@@ -35,7 +35,8 @@ pytestmark = pytest.mark.skipif(
     not SSHD.is_file() and not REQUIRED,
     reason="no OpenSSH server at /usr/sbin/sshd (apt-get install openssh-server); FMN_REQUIRE_SSHD=1 makes this fail")
 
-ARTIFACTS = ("grn.pt", "fmn.pt", "query_descriptors.parquet", "gallery_descriptors.parquet")
+ARTIFACTS = ("grn.pt", "fmn.pt", "query_descriptors.parquet", "gallery_descriptors.parquet", "fmn.onnx",
+             "MODEL_CARD.md")
 
 
 def wait_for_banner(port: int, server: subprocess.Popen, log: Path, seconds: float = 30) -> None:

@@ -32,19 +32,20 @@ from fmn_core.utils.machine import machine_description
 def onnx_model(context: dg.AssetExecutionContext, config: OnnxExportConfig, paths: ProjectPaths,
                dvc: DVCResource) -> dg.MaterializeResult:
     dataset = context.partition_key
-    with paths.exclusive(dataset, "onnx_model"):
-        images = parity_images(split_table(paths, dataset), config.parity_queries, config.parity_gallery)
-        start = time.perf_counter()
-        try:
-            result = export_onnx(paths.checkpoint(dataset, 2), paths.onnx_model(dataset), opset=config.opset,
-                                 dynamic_batch=config.dynamic_batch, outputs=config.outputs,
-                                 tolerance=config.tolerance, images=images,
-                                 queries=min(config.parity_queries, len(images) - 1))
-        except (FileNotFoundError, CheckpointError, ValueError, ExportError) as exc:
-            raise dg.Failure(allow_retries=False, description=f"ONNX export of '{dataset}' failed, nothing was "
-                                                              f"written: {exc}") from exc
-        seconds = time.perf_counter() - start
-        versioned = dvc.track(result.path)
+    # No partition lock: this step runs beside descriptor_tables in the same run (both need only fmn.pt), and it
+    # has no partial state: fmn.onnx is written atomically, so a concurrent export can only replace it whole.
+    images = parity_images(split_table(paths, dataset), config.parity_queries, config.parity_gallery)
+    start = time.perf_counter()
+    try:
+        result = export_onnx(paths.checkpoint(dataset, 2), paths.onnx_model(dataset), opset=config.opset,
+                             dynamic_batch=config.dynamic_batch, outputs=config.outputs,
+                             tolerance=config.tolerance, images=images,
+                             queries=min(config.parity_queries, len(images) - 1))
+    except (FileNotFoundError, CheckpointError, ValueError, ExportError) as exc:
+        raise dg.Failure(allow_retries=False, description=f"ONNX export of '{dataset}' failed, nothing was "
+                                                          f"written: {exc}") from exc
+    seconds = time.perf_counter() - start
+    versioned = dvc.track(result.path)
     import onnxruntime  # imported here: only the export and its checks need it
 
     parity = result.parity
