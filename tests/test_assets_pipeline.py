@@ -406,7 +406,7 @@ def test_sigkilled_training_step_is_retried_and_resumes_to_the_uninterrupted_wei
     config = tmp_path / "grn.yaml"
     config.write_text(yaml.safe_dump({"ops": {"grn_checkpoint": {"config": grn_config}}}))
     env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(copy), "DAGSTER_DISABLE_TELEMETRY": "1",
-           "FMN_EXECUTOR": "multiprocess"}
+           "FMN_EXECUTOR": "multiprocess", "FMN_RETRY_DELAY_S": "1"}
     command = [str(BIN / "dagster"), "asset", "materialize", "-m", "fmn_assets", "--select", "grn_checkpoint",
                "--partition", "synthetic", "-c", str(config)]
     cli = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -1,5 +1,6 @@
 """Training stage: Algorithm 1's two checkpoints, and checks that they load and make sense."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,8 +33,10 @@ from fmn_core.models.mixing import mask_collapse_reasons
 #: One GPU per GPU step on Kubernetes, plus the GPU-node toleration and a RAM /dev/shm (dagster-k8s reads this tag;
 #: local runs ignore it). `processes: N` needs N GPUs: fmn_assets.k8s.multi_gpu_run_config sets both per run.
 GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1)}
-#: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint.
-TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=15, backoff=dg.Backoff.EXPONENTIAL)
+#: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint. The first retry
+#: waits FMN_RETRY_DELAY_S seconds (default 15), doubling after that.
+TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=float(os.environ.get("FMN_RETRY_DELAY_S", "15")),
+                                backoff=dg.Backoff.EXPONENTIAL)
 TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners=OWNERS, kinds={"pytorch", "dvc"},
                 automation_condition=WHEN_UPSTREAM_CHANGED,
                 pool="gpu", retry_policy=TRAINING_RETRY, op_tags=GPU_TAGS, code_version=TRAINING_CODE)
