@@ -31,7 +31,7 @@ def image_writer():
 INTEGRATION_MODULES = {
     "test_assets_cli", "test_assets_pipeline", "test_automation", "test_cli", "test_descriptors_and_pictures",
     "test_distributed", "test_dvc_remote_ssh", "test_dvc_versioning", "test_k8s_deployment", "test_run_queue",
-    "test_training", "test_pretrained_weights", "test_export_and_search", "test_faults",
+    "test_training", "test_pretrained_weights", "test_export_and_search", "test_faults", "test_run_monitoring",
 }
 BROWSER_MODULES = {"test_assets_ui"}
 INTEGRATION_TIMEOUT_S = 900
