@@ -29,7 +29,7 @@ from fmn_core.export.metadata import OnnxDescriptorMetadata
 from fmn_core.models.fmn import FeatureMaskNetwork, fmn_descriptor
 from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS, load_descriptor_model
 from fmn_core.retrieval.distance import pairwise_distance
-from fmn_core.retrieval.extractor import ImageLike, image_to_uint8
+from fmn_core.retrieval.extractor import ImageLike, image_to_uint8, run_onnx
 from fmn_core.utils.atomic import atomic_write_path
 
 DEFAULT_OPSET = 18
@@ -157,14 +157,7 @@ def parity_check(onnx_path: Path, graph: DescriptorGraph, pixels: torch.Tensor, 
         reference = [t.numpy() for t in graph(images)]
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feed = images.numpy()
-    step = batch_size or len(feed)
-    pieces = []
-    for start in range(0, len(feed), step):
-        chunk = feed[start:start + step]
-        if len(chunk) < step:  # a static batch takes exactly `step` images
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
-        pieces.append([o[:min(step, len(feed) - start)] for o in session.run(list(graph.outputs), {"images": chunk})])
-    onnx_out = [np.concatenate([p[i] for p in pieces]) for i in range(len(graph.outputs))]
+    onnx_out = run_onnx(session, graph.outputs, feed, batch_size)
     max_abs = {name: float(np.abs(ref - got).max()) for name, ref, got in zip(graph.outputs, reference, onnx_out,
                                                                                strict=True)}
     identical, consistent = _ranking_agreement(reference[0], onnx_out[0], queries)

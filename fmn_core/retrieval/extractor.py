@@ -111,16 +111,22 @@ class _OnnxModel:
         if flip:
             raise ValueError(f"flip averaging adds the unnormalised features of the mirrored image, which {self.path} "
                              "does not output; use the checkpoint, or flip=False")
-        images = batch.numpy()
-        size = self.meta.batch_size
-        if size is None:
-            return torch.from_numpy(self.session.run([kind], {self.input_name: images})[0])
-        chunks = []
-        for start in range(0, len(images), size):  # a static-batch export takes exactly `size` images per call
-            chunk = images[start:start + size]
-            padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
-            chunks.append(self.session.run([kind], {self.input_name: padded})[0][:len(chunk)])
-        return torch.from_numpy(np.concatenate(chunks))
+        return torch.from_numpy(run_onnx(self.session, [kind], batch.numpy(), self.meta.batch_size,
+                                         self.input_name)[0])
+
+
+def run_onnx(session, outputs: Sequence[str], images: np.ndarray, batch_size: int | None,
+             input_name: str = "images") -> list[np.ndarray]:
+    """``outputs`` of an onnxruntime session for ``images``; a static-batch model gets exactly
+    ``batch_size`` images per call (the last call padded by repeating its last image)."""
+    if batch_size is None:
+        return session.run(list(outputs), {input_name: images})
+    pieces = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
+        pieces.append([out[:len(chunk)] for out in session.run(list(outputs), {input_name: padded})])
+    return [np.concatenate([piece[i] for piece in pieces]) for i in range(len(outputs))]
 
 
 class FeatureExtractor:
