@@ -50,7 +50,9 @@ def test_blocking_checks_and_training_step_settings():
         node = job.graph.node_named(step).definition
         assert node.pool == "gpu"
         k8s = json.loads(node.tags["dagster-k8s/config"])  # op tags are stored JSON-encoded
+        # the documented policy: one GPU per step unless a run's `processes` ask for more
         assert k8s["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # the README's policy: a training step is retried twice (a preempted node, a killed process)
     assert job.graph.node_named("grn_checkpoint").definition.retry_policy.max_retries == 2
 
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -24,6 +25,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from fmn_assets import defs
 from fmn_assets.assets import ASSETS, CHECKS
 from fmn_assets.resources import DVCResource, ProjectPaths
+from fmn_core.data.synthetic import read_metadata
 from fmn_core.engine import load_checkpoint
 from fmn_core.retrieval import DescriptorTable, FeatureExtractor
 from tests.conftest import write_image
@@ -53,6 +55,12 @@ def execute(instance, partition: str = "synthetic", selection: list[str] | None 
                           raise_on_error=False)
 
 
+def generated_images(project: Path) -> dict[str, int]:
+    """Images per split that the generator says it wrote (its synthetic.json): the counts every table must show."""
+    counts = read_metadata(project / "data" / "synthetic")["counts"]
+    return {split: counts[split]["images"] for split in ("train", "query", "gallery")}
+
+
 def materializations(result) -> dict:
     events = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
     return {m.asset_key.to_user_string(): m for m in events}
@@ -63,25 +71,78 @@ def failure_messages(result) -> str:
                      if e.event_type_value == "STEP_FAILURE")
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A project folder after the whole graph ran: its DVC remote, its Dagster instance and the run's result."""
+
+    folder: Path
+    project: Path
+    remote: Path
+    instance: dg.DagsterInstance
+    result: object
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under root with its size and mtime, DVC's scratch folder (state, locks) aside."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")
+            if p.is_file() and ".dvc/tmp" not in p.as_posix()}
+
+
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    project, remote = make_project(tmp_path_factory.mktemp("dagster"))
+def trained(tmp_path_factory):
+    """The shared, read-only result: the graph materialised once on the tiny data.
+
+    Tests only read it; a test that changes files, the remote or the instance takes `own_copy` instead, so any
+    test runs alone or in any order. The instance is a persistent one so that copies carry its history.
+    """
+    folder = tmp_path_factory.mktemp("dagster")
+    project, remote = make_project(folder)
     patch = pytest.MonkeyPatch()
     patch.setenv("FMN_PROJECT_DIR", str(project))
-    instance = dg.DagsterInstance.ephemeral()
+    (folder / "instance").mkdir()
+    instance = dg.DagsterInstance.local_temp(str(folder / "instance"))
     result = execute(instance)
-    yield project, remote, instance, result
+    yield Trained(folder, project, remote, instance, result)
+    instance.dispose()
     patch.undo()
 
 
-def test_full_graph_succeeds_with_rich_metadata(pipeline):
-    project, _, _, result = pipeline
+@pytest.fixture(autouse=True)
+def _shared_result_stays_read_only(request):
+    """Fail a test that changed the shared project, remote or instance: later tests would see its changes."""
+    if "trained" not in request.fixturenames:
+        yield
+        return
+    shared = request.getfixturevalue("trained")
+    before = _files(shared.project), _files(shared.remote), shared.instance.get_runs_count()
+    yield
+    after = _files(shared.project), _files(shared.remote), shared.instance.get_runs_count()
+    assert after == before, "this test changed the shared result: give it `own_copy`"
+
+
+@pytest.fixture
+def own_copy(trained, tmp_path, monkeypatch) -> Trained:
+    """A private copy of the trained project, its DVC remote and its Dagster instance (history included)."""
+    folder = tmp_path / "copy"
+    shutil.copytree(trained.folder, folder, symlinks=True)
+    project, remote = folder / "project", folder / "dvc-remote"
+    run([BIN / "dvc", "remote", "modify", "local", "url", remote], project)
+    monkeypatch.setenv("FMN_PROJECT_DIR", str(project))
+    instance = dg.DagsterInstance.local_temp(str(folder / "instance"))
+    yield Trained(folder, project, remote, instance, trained.result)
+    instance.dispose()
+
+
+def test_full_graph_succeeds_with_rich_metadata(trained):
+    project, result = trained.project, trained.result
     assert result.success, failure_messages(result)
     mats = materializations(result)
     assert set(mats) == {"dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors",
                          "gallery_descriptors", "evaluation_metrics", "onnx_model", "model_card"}
     splits = mats["dataset_splits"].metadata
-    assert splits["dagster/row_count"].value == 300 and splits["train_images"].value == 156
+    images = generated_images(project)
+    assert splits["dagster/row_count"].value == sum(images.values())  # junk boxes (pid -1) are not rows
+    assert splits["train_images"].value == images["train"]
     assert [c.name for c in splits["dagster/column_schema"].schema.columns][:4] == ["path", "pid", "camid", "split"]
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     assert splits["git_commit"].value == head and splits["git_dirty"].value is False  # next to the DVC md5
@@ -90,7 +151,7 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
                 "final_train_accuracy", "history"):
         assert key in grn, key
     assert grn["epochs"].value == 2 and grn["dvc_pushed"].value is True
-    assert mats["query_descriptors"].metadata["dagster/row_count"].value == 58
+    assert mats["query_descriptors"].metadata["dagster/row_count"].value == images["query"]
     columns = {c.name: c.type for c in mats["query_descriptors"].metadata["dagster/column_schema"].schema.columns}
     assert columns["fmn"] == "fixed_size_list<float32, 2560>" and columns["pid"] == "int"
     metrics = mats["evaluation_metrics"].metadata
@@ -115,8 +176,8 @@ def test_full_graph_succeeds_with_rich_metadata(pipeline):
     assert (project / "artifacts" / "synthetic" / "pictures" / "cmc.png").stat().st_size > 5000
 
 
-def test_onnx_model_matches_pytorch_and_is_versioned(pipeline):
-    project, remote, _, result = pipeline
+def test_onnx_model_matches_pytorch_and_is_versioned(trained):
+    project, remote, result = trained.project, trained.remote, trained.result
     onnx = materializations(result)["onnx_model"].metadata
     assert onnx["outputs"].value == "fmn, grn, lan" and onnx["batch"].value == "dynamic"
     assert 0 <= onnx["parity_max_abs_fmn"].value <= 1e-4 and onnx["rankings_identical"].value == "8/8"
@@ -129,15 +190,16 @@ def test_onnx_model_matches_pytorch_and_is_versioned(pipeline):
     assert np.abs(from_onnx - gallery.features["lan"][:5]).max() < 1e-4
 
 
-def test_model_card_names_the_data_the_run_used(pipeline):
-    project, _, _, result = pipeline
+def test_model_card_names_the_data_the_run_used(trained):
+    project, result = trained.project, trained.result
     mats = materializations(result)
     card = mats["model_card"].metadata["model_card"].value
     data_md5 = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     assert mats["dataset_splits"].metadata["data_dvc_md5"].value == data_md5
     assert f"`{data_md5}`" in card and f"`{mats['dataset_splits'].metadata['data_version'].value}`" in card
     assert (project / "artifacts" / "synthetic" / "MODEL_CARD.md").read_text() == card
-    for needle in ("Let Features Decide for Themselves", "| train images | 156 |", "| FMN + re-ranking |",
+    train_row = f"| train images | {generated_images(project)['train']} |"
+    for needle in ("Let Features Decide for Themselves", train_row, "| FMN + re-ranking |",
                    "## Mask diagnostics", "consented", "fmn train-stage2 --splits", "rankings identical for 8/8",
                    "efficientnet_lite0", "Trained on: "):
         assert needle in card, needle
@@ -145,8 +207,8 @@ def test_model_card_names_the_data_the_run_used(pipeline):
     assert f"| FMN | {fmn['rank1']:.2f} | {fmn['rank5']:.2f} |" in card
 
 
-def test_dvc_hash_is_the_data_version_and_artifacts_reach_the_remote(pipeline):
-    project, remote, instance, _ = pipeline
+def test_dvc_hash_is_the_data_version_and_artifacts_reach_the_remote(trained):
+    project, remote, instance = trained.project, trained.remote, trained.instance
     for asset, file in (("grn_checkpoint", "grn.pt"), ("fmn_checkpoint", "fmn.pt"),
                         ("query_descriptors", "query_descriptors.parquet")):
         dvc_file = project / "artifacts" / "synthetic" / f"{file}.dvc"
@@ -157,8 +219,8 @@ def test_dvc_hash_is_the_data_version_and_artifacts_reach_the_remote(pipeline):
     assert (project / "data.dvc").is_file()
 
 
-def test_fresh_clone_gets_everything_back_with_dvc_pull(pipeline, tmp_path):
-    project, _, _, _ = pipeline
+def test_fresh_clone_gets_everything_back_with_dvc_pull(own_copy, tmp_path):
+    project = own_copy.project  # committed below
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "trained"], project)
     clone = tmp_path / "clone"
@@ -168,14 +230,15 @@ def test_fresh_clone_gets_everything_back_with_dvc_pull(pipeline, tmp_path):
     for name in ("fmn.pt", "grn.pt", "gallery_descriptors.parquet"):
         assert (clone / "artifacts" / "synthetic" / name).read_bytes() == \
             (project / "artifacts" / "synthetic" / name).read_bytes()
-    assert len(list((clone / "data" / "synthetic" / "bounding_box_train").iterdir())) == 156
+    assert len(list((clone / "data" / "synthetic" / "bounding_box_train").iterdir())) == \
+        generated_images(project)["train"]
     gallery = DescriptorTable.load(clone / "artifacts" / "synthetic" / "gallery_descriptors.parquet")
     assert gallery.image_root == clone / "data" / "synthetic"  # the clone's own images, not the original's
     assert all(Path(p).is_file() for p in gallery.meta["path"])
 
 
-def test_saved_tables_hold_relative_paths(pipeline):
-    project, _, _, _ = pipeline
+def test_saved_tables_hold_relative_paths(trained):
+    project = trained.project
     folder = project / "artifacts" / "synthetic"
     for name in ("splits.parquet", "query_descriptors.parquet", "gallery_descriptors.parquet"):
         table = pq.read_table(folder / name)
@@ -184,8 +247,8 @@ def test_saved_tables_hold_relative_paths(pipeline):
     assert json.loads((folder / "splits.report.json").read_text())["root"] == "../../data/synthetic"
 
 
-def test_new_data_makes_downstream_stale(pipeline):
-    _, _, instance, _ = pipeline
+def test_new_data_makes_downstream_stale(own_copy):
+    instance = own_copy.instance  # the run history of the shared result, in a copy this test extends
     config = {"ops": {"synthetic_dataset": {"config": {"preset": "tiny", "seed": 1}}}}
     result = execute(instance, selection=["synthetic_dataset"], config=config)
     assert result.success, failure_messages(result)
@@ -201,8 +264,8 @@ def test_new_data_makes_downstream_stale(pipeline):
     assert resolver.get_status(dg.AssetKey("grn_checkpoint"), "synthetic") == StaleStatus.FRESH
 
 
-def test_changed_training_code_marks_the_checkpoints_stale(pipeline):
-    _, _, instance, _ = pipeline
+def test_changed_training_code_marks_the_checkpoints_stale(trained):
+    instance = trained.instance
     resolver = get_stale_status_resolver(instance, ASSETS)
     assert resolver.get_status(dg.AssetKey("fmn_checkpoint"), "synthetic") == StaleStatus.FRESH
     edited = [a.map_asset_specs(lambda spec: spec.replace_attributes(code_version="edited"))
@@ -214,23 +277,23 @@ def test_changed_training_code_marks_the_checkpoints_stale(pipeline):
     assert any("code version" in cause.reason for cause in causes), causes
 
 
-def test_raw_data_observation_reports_each_datasets_dvc_version(pipeline):
+def test_raw_data_observation_reports_each_datasets_dvc_version(own_copy):
     from dagster._core.definitions.observe import observe  # not re-exported at the top level
 
     from fmn_assets.assets import raw_datasets
 
-    _, _, instance, _ = pipeline
+    instance = own_copy.instance  # an observation is an event in the instance
     result = observe([raw_datasets], instance=instance, resources={"paths": ProjectPaths(), "dvc": DVCResource()})
     assert result.success
     versions = {event.event_specific_data.asset_observation.partition:
                 event.event_specific_data.asset_observation.tags["dagster/data_version"]
                 for event in result.all_events if event.event_type_value == "ASSET_OBSERVATION"}
     # a dataset without files gets no observation: it stays missing, so automation requests nothing for it
-    assert set(versions) == {"synthetic"} and len(versions["synthetic"]) == 32
+    assert set(versions) == {"synthetic"} and len(versions["synthetic"]) == 32  # an md5
 
 
-def test_training_step_can_run_under_torchrun(pipeline):
-    project, _, instance, _ = pipeline
+def test_training_step_can_run_under_torchrun(own_copy):
+    project, instance = own_copy.project, own_copy.instance
     config = {"ops": {"grn_checkpoint": {"config": {**TINY_RUN_CONFIG["ops"]["grn_checkpoint"]["config"],
                                                     "processes": 2, "device": "cpu", "epochs": 1}}}}
     result = execute(instance, selection=["grn_checkpoint"], config=config)
@@ -240,11 +303,13 @@ def test_training_step_can_run_under_torchrun(pipeline):
     messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
     assert any(m.startswith("stage 1 epoch 1/1: ") and "(rank 0 of 2)" in m for m in messages), messages[-20:]
     state = load_checkpoint(project / "artifacts" / "synthetic" / "grn.pt")
-    assert state["complete"] and state["history"][0]["images"] == 2 * (156 // 2 // 16) * 16
+    # each of the 2 ranks takes its half of the train images and drops its last partial batch of 16
+    per_rank = generated_images(project)["train"] // 2
+    assert state["complete"] and state["history"][0]["images"] == 2 * (per_rank // 16) * 16
 
 
-def test_failing_validation_stops_training(pipeline, tmp_path):
-    project, _, instance, _ = pipeline
+def test_failing_validation_stops_training(own_copy):
+    project, instance = own_copy.project, own_copy.instance
     custom = project / "data" / "custom"
     lines = ["path,pid,camid,split"]
     for i in range(4):
@@ -266,12 +331,9 @@ def test_failing_validation_stops_training(pipeline, tmp_path):
     assert not (project / "artifacts" / "custom" / "grn.pt").exists()
 
 
-def test_table_5_masks_another_layer_through_the_asset_config(pipeline, tmp_path, monkeypatch):
-    project, _, _, _ = pipeline
-    copy = tmp_path / "copy"  # a copy of the trained project: the shared result stays as it is
-    shutil.copytree(project, copy, symlinks=True)
-    monkeypatch.setenv("FMN_PROJECT_DIR", str(copy))
-    result = execute(dg.DagsterInstance.ephemeral(), selection=["fmn_checkpoint"],
+def test_table_5_masks_another_layer_through_the_asset_config(trained, own_copy):
+    project, copy = trained.project, own_copy.project
+    result = execute(own_copy.instance, selection=["fmn_checkpoint"],
                      config={"ops": {"fmn_checkpoint": {"config": {"epochs": 1, "lr": 0.02, "masked_layer": "res3"}}}})
     assert result.success, failure_messages(result)
     assert load_checkpoint(copy / "artifacts" / "synthetic" / "grn.pt")["config"]["masked_layer"] == "res2"
@@ -279,8 +341,8 @@ def test_table_5_masks_another_layer_through_the_asset_config(pipeline, tmp_path
     assert load_checkpoint(project / "artifacts" / "synthetic" / "fmn.pt")["config"]["masked_layer"] == "res2"
 
 
-def test_missing_and_misplaced_datasets_fail_clearly(pipeline):
-    project, _, instance, _ = pipeline
+def test_missing_and_misplaced_datasets_fail_clearly(own_copy):
+    project, instance = own_copy.project, own_copy.instance
     result = execute(instance, partition="market1501", selection=["dataset_splits"])
     assert not result.success
     assert "expected the Market-1501 folders" in failure_messages(result)
@@ -290,24 +352,21 @@ def test_missing_and_misplaced_datasets_fail_clearly(pipeline):
     assert "no cuhk-03.mat under" in failure_messages(result)
 
 
-def test_corrupt_checkpoint_fails_clearly_and_loses_nothing(pipeline):
-    project, _, instance, _ = pipeline
+def test_corrupt_checkpoint_fails_clearly_and_loses_nothing(own_copy):
+    project, instance = own_copy.project, own_copy.instance
     folder = project / "artifacts" / "synthetic"
     fmn_before = (folder / "fmn.pt").read_bytes()
     good = (folder / "grn.pt").read_bytes()
     (folder / "grn.pt").write_bytes(good[: len(good) // 3])
-    try:
-        result = execute(instance, selection=["fmn_checkpoint"])
-        assert not result.success
-        assert "truncated, corrupt" in failure_messages(result) and "Materialize grn_checkpoint again" in \
-            failure_messages(result)
-        assert (folder / "fmn.pt").read_bytes() == fmn_before
-    finally:
-        (folder / "grn.pt").write_bytes(good)
+    result = execute(instance, selection=["fmn_checkpoint"])
+    assert not result.success
+    assert "truncated, corrupt" in failure_messages(result) and "Materialize grn_checkpoint again" in \
+        failure_messages(result)
+    assert (folder / "fmn.pt").read_bytes() == fmn_before
 
 
-def test_unreachable_remote_keeps_the_artifact_and_the_next_run_pushes_it(pipeline):
-    project, remote, instance, _ = pipeline
+def test_unreachable_remote_keeps_the_artifact_and_the_next_run_pushes_it(own_copy):
+    project, remote, instance = own_copy.project, own_copy.remote, own_copy.instance
     run([BIN / "dvc", "remote", "modify", "local", "url", "/proc/no-such-remote"], project)
     try:
         result = execute(instance, selection=["grn_checkpoint"])
@@ -330,8 +389,8 @@ def test_unreachable_remote_keeps_the_artifact_and_the_next_run_pushes_it(pipeli
     assert json.loads(status.stdout) == {}  # nothing of the partition is missing from the remote
 
 
-def test_same_partition_twice_at_once_is_refused(pipeline):
-    project, _, instance, _ = pipeline
+def test_same_partition_twice_at_once_is_refused(own_copy):
+    project, instance = own_copy.project, own_copy.instance
     before = (project / "artifacts" / "synthetic" / "grn.pt").stat().st_mtime_ns
     with ProjectPaths().exclusive("synthetic", "another run"):
         result = execute(instance, selection=["grn_checkpoint"])
@@ -340,15 +399,13 @@ def test_same_partition_twice_at_once_is_refused(pipeline):
     assert (project / "artifacts" / "synthetic" / "grn.pt").stat().st_mtime_ns == before
 
 
-def test_two_processes_on_one_partition_never_corrupt_each_other(pipeline, tmp_path):
+def test_two_processes_on_one_partition_never_corrupt_each_other(own_copy, tmp_path):
     """Two `dagster asset materialize` processes (outside any run queue) train the same partition at once.
 
     Each has an instance of its own (as two users or machines sharing the project folder would): only the
     partition's file lock stands between them.
     """
-    project, _, _, _ = pipeline
-    copy = tmp_path / "copy"
-    shutil.copytree(project, copy, symlinks=True)
+    copy = own_copy.project
     config = tmp_path / "grn.yaml"  # long enough (6 epochs) that the two runs overlap
     config.write_text(yaml.safe_dump({"ops": {"grn_checkpoint": {"config": {"batch_size": 16, "epochs": 6,
                                                                             "lr": 0.02}}}}))
@@ -388,15 +445,13 @@ def _step_process(cli: subprocess.Popen, deadline: float):
     raise AssertionError("no step process appeared")
 
 
-def test_sigkilled_training_step_is_retried_and_resumes_to_the_uninterrupted_weights(pipeline, tmp_path,
+def test_sigkilled_training_step_is_retried_and_resumes_to_the_uninterrupted_weights(own_copy, tmp_path,
                                                                                     monkeypatch):
     """A real SIGKILL of the step process mid-stage; the step retry resumes from the partial checkpoint."""
     from fmn_core.data import load_split_table
     from fmn_core.engine import train_stage1
 
-    project, _, _, _ = pipeline
-    copy = tmp_path / "copy"
-    shutil.copytree(project, copy, symlinks=True)
+    copy = own_copy.project
     artifacts = copy / "artifacts" / "synthetic"
     (artifacts / "grn.pt").unlink()
     home = tmp_path / "home"
@@ -424,6 +479,9 @@ def test_sigkilled_training_step_is_retried_and_resumes_to_the_uninterrupted_wei
     with dg.DagsterInstance.from_config(str(home)) as instance:
         record = instance.fetch_materializations(dg.AssetRecordsFilter(
             asset_key=dg.AssetKey("grn_checkpoint"), asset_partitions=["synthetic"]), limit=1).records[0]
+        # the run's event log, which the UI's run page draws: the step up for retry, then restarted
+        kinds = [e.dagster_event.event_type_value for e in instance.all_logs(record.run_id) if e.dagster_event]
+    assert "STEP_UP_FOR_RETRY" in kinds and "STEP_RESTARTED" in kinds, kinds
     # ... which resumes from the partial checkpoint the killed attempt left
     assert record.asset_materialization.metadata["resumed_from_epoch"].value >= 1
     assert not (artifacts / "grn.partial.pt").exists() and load_checkpoint(artifacts / "grn.pt")["complete"]
@@ -443,12 +501,9 @@ def _resave_with(path, **config_changes) -> None:
     torch.save({**state, "config": {**state["config"], **config_changes}}, path)
 
 
-def test_seed_study_pools_the_seeds_of_one_recipe_and_nothing_else(pipeline, tmp_path, monkeypatch):
-    project, _, _, _ = pipeline
-    shutil.copytree(project / "artifacts", tmp_path / "artifacts")  # a copy: the shared project stays as it is
-    monkeypatch.setenv("FMN_PROJECT_DIR", str(tmp_path))
-    checkpoint = tmp_path / "artifacts" / "synthetic" / "fmn.pt"
-    instance = dg.DagsterInstance.ephemeral()
+def test_seed_study_pools_the_seeds_of_one_recipe_and_nothing_else(own_copy):
+    checkpoint = own_copy.project / "artifacts" / "synthetic" / "fmn.pt"
+    instance = own_copy.instance
 
     def evaluate() -> dict:
         result = execute(instance, selection=["evaluation_metrics"])

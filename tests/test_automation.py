@@ -29,8 +29,9 @@ def test_daemon_ticks_rebuild_only_the_dataset_that_changed(tmp_path, monkeypatc
     home = tmp_path / "home"
     home.mkdir()
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    # the in-process executor: what automation requests is the subject, not how the steps run
     env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(project), "DAGSTER_DISABLE_TELEMETRY": "1",
-           "FMN_OBSERVE_CRON": "* * * * *", "FMN_AUTOMATION_SECONDS": "5"}
+           "FMN_EXECUTOR": "in_process", "FMN_OBSERVE_CRON": "* * * * *", "FMN_AUTOMATION_SECONDS": "5"}
 
     def generate(seed: int) -> None:
         config = tmp_path / f"data{seed}.yaml"

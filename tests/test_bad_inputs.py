@@ -251,6 +251,7 @@ CASES = [
     Case("PNG header claiming 30000 x 30000 pixels", _reader("market1501", _bomb, check="header"),
          "0003_c4s1_000077_00.jpg: too large to decode safely"),
     Case("EXIF-rotated JPEG is turned upright", _exif_rotated, "top 255 bottom 0"),
+    # the ramp covers 0..65535 evenly; 16 bits are scaled to 8 by v * 255 // 65535 (flooring), hence mean 127
     Case("16-bit PNG keeps its grey levels", _sixteen_bit, "min 0 max 255 mean 127"),
     Case("grayscale and CMYK images become RGB", _gray_and_cmyk, "gray (3, 128, 64) [90, 90, 90]"),
     Case("unicode and spaces in paths", _reader("custom", _unicode_paths, strict=True), "train 3 images"),

@@ -19,6 +19,7 @@ from fmn_core.data.schema import IMAGE_ROOT_ATTR
 from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.engine import load_checkpoint, model_from_checkpoint, preset, train_stage1, train_stage2
 from fmn_core.engine.progress import read_metrics_log
+from fmn_core.models.backbone import feature_dim
 from fmn_core.retrieval import DescriptorTable, FeatureExtractor, extract_descriptors
 from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
 from fmn_core.viz import plot_cmc, plot_heatmaps, plot_ranked_lists, plot_training_curves
@@ -36,30 +37,31 @@ def trained(tmp_path_factory):
     first = train_stage1(table, config, out, progress=False)
     second = train_stage2(table, config, first.checkpoint, out, progress=False)
     descriptors, _ = extract_descriptors(second.checkpoint, table, progress=False)
-    return table, out, second.checkpoint, descriptors
+    return table, out, second.checkpoint, descriptors, config
 
 
 def test_descriptor_table_holds_table_1_descriptors(trained, tmp_path):
-    table, _, _, descriptors = trained
+    table, _, _, descriptors, config = trained
     expected_rows = int(table.split.isin(["query", "gallery"]).sum())
+    width, alpha = feature_dim(config.arch), config.alpha  # the backbone's pooled width; eq. (6)'s weight
     assert len(descriptors) == expected_rows
-    assert descriptors.features["grn"].shape == (expected_rows, 1280)
-    assert descriptors.features["fmn"].shape == (expected_rows, 2560)
+    assert descriptors.features["grn"].shape == (expected_rows, width)
+    assert descriptors.features["fmn"].shape == (expected_rows, 2 * width)
     assert np.allclose(np.linalg.norm(descriptors.features["grn"], axis=1), 1, atol=1e-5)
-    # eq. (6) with alpha = 0.5: both halves have norm 0.5
+    # eq. (6): the GRN half has norm alpha, the LAN half 1 - alpha
     fmn = descriptors.features["fmn"]
-    assert np.allclose(np.linalg.norm(fmn[:, :1280], axis=1), 0.5, atol=1e-5)
-    assert np.allclose(fmn[:, 1280:], 0.5 * descriptors.features["lan"], atol=1e-6)
+    assert np.allclose(np.linalg.norm(fmn[:, :width], axis=1), alpha, atol=1e-5)
+    assert np.allclose(fmn[:, width:], (1 - alpha) * descriptors.features["lan"], atol=1e-6)
     path = descriptors.save(tmp_path / "d.parquet")
     again = DescriptorTable.load(path)
-    assert again.meta.equals(descriptors.meta) and again.alpha == 0.5
+    assert again.meta.equals(descriptors.meta) and again.alpha == alpha
     for kind in ("grn", "lan", "fmn"):
         assert np.array_equal(again.features[kind], descriptors.features[kind])
     assert set(again.subset("query").meta.split) == {"query"}
 
 
 def test_zero_and_non_finite_descriptors_are_counted_and_warned_about(trained):
-    table, _, checkpoint, descriptors = trained
+    table, _, checkpoint, descriptors, _ = trained
     assert all(c == {"zero": 0, "non_finite": 0} for c in descriptors.degenerate_rows().values())
     broken = DescriptorTable(descriptors.meta, {k: v.copy() for k, v in descriptors.features.items()})
     broken.features["grn"][0] = 0
@@ -79,7 +81,7 @@ def test_zero_and_non_finite_descriptors_are_counted_and_warned_about(trained):
 
 def test_a_moved_dataset_and_its_tables_stay_usable(trained, tmp_path):
     """Tables store image paths relative to the dataset root; moved together with the data, they still work."""
-    table, _, checkpoint, _ = trained
+    table, _, checkpoint, _, _ = trained
     project = tmp_path / "a"
     shutil.copytree(table.attrs[IMAGE_ROOT_ATTR], project / "data" / "synthetic")
     loaded = read_dataset("synthetic", project / "data" / "synthetic")
@@ -111,7 +113,7 @@ def test_a_moved_dataset_and_its_tables_stay_usable(trained, tmp_path):
 
 
 def test_flip_averaging_is_mirror_symmetric(trained, tmp_path):
-    _, _, checkpoint, _ = trained
+    _, _, checkpoint, _, _ = trained
     extractor = FeatureExtractor(checkpoint, device="cpu")
     image = np.random.default_rng(0).integers(0, 255, (64, 32, 3), dtype=np.uint8)
     plain = extractor([image])
@@ -122,7 +124,7 @@ def test_flip_averaging_is_mirror_symmetric(trained, tmp_path):
 
 
 def test_extractor_on_paths_matches_the_table(trained):
-    _, _, checkpoint, descriptors = trained
+    _, _, checkpoint, descriptors, _ = trained
     extractor = FeatureExtractor(checkpoint, device="cpu")
     paths = descriptors.meta.path[:3].tolist()
     from_paths = extractor(paths, kind="grn")
@@ -134,17 +136,18 @@ def test_extractor_on_paths_matches_the_table(trained):
 
 
 def test_stage_1_checkpoint_cannot_make_descriptors(trained):
-    table, out, _, _ = trained
+    table, out, _, _, _ = trained
     with pytest.raises(ValueError, match="stage-1 checkpoint; descriptors need the trained FMN"):
         extract_descriptors(out / "grn.pt", table, progress=False)
 
 
 def test_results_table_and_pictures(trained, tmp_path):
-    _, out, checkpoint, descriptors = trained
+    _, out, checkpoint, descriptors, _ = trained
     results = evaluate_descriptors(descriptors, rerank=True)
     assert list(results) == ["GRN", "LAN", "FMN", "FMN + re-ranking"]
     markdown = results_markdown(results)
-    assert markdown.count("\n") == 5 and "| FMN + re-ranking |" in markdown
+    assert len(markdown.splitlines()) == 2 + len(results)  # header, separator, a row per method
+    assert "| FMN + re-ranking |" in markdown
 
     query, gallery = descriptors.subset("query"), descriptors.subset("gallery")
     rows = [RankedRow("FMN", query.meta.path[i], gallery.meta.path[:10].tolist(), [i % 2 == 0] * 10) for i in range(2)]

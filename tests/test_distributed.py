@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fmn_core.data.synthetic import generate_synthetic
+from fmn_core.data.synthetic import generate_synthetic, read_metadata
 from fmn_core.engine import TrainConfig, load_checkpoint
 from fmn_core.engine.progress import read_metrics_log
 from fmn_core.engine.trainer import stage2_model
@@ -42,8 +42,9 @@ def test_two_process_gloo_training_both_stages(tmp_path):
 
     stage1 = read_metrics_log(out / "stage1_metrics.jsonl")
     assert len(stage1) == 4 and stage1[-1]["loss"] < stage1[0]["loss"]
-    # each rank takes half of every epoch: 156 train images -> 2 ranks x 9 batches of 8
-    assert stage1[0]["images"] == 2 * (156 // 2 // 8) * 8
+    # each rank takes half of every epoch's train images and drops its last partial batch of 8
+    per_rank = read_metadata(root)["counts"]["train"]["images"] // 2
+    assert stage1[0]["images"] == 2 * (per_rank // 8) * 8
     stage2 = read_metrics_log(out / "stage2_metrics.jsonl")
     assert len(stage2) == 2 and all(torch.isfinite(torch.tensor(row["loss"])) for row in stage2)
 

@@ -40,7 +40,9 @@ def test_truncated_or_altered_weights_fail_clearly(tmp_path):
     with pytest.raises(WeightsUnavailableError, match=r"altered or truncated: its SHA-256"):
         load_lite0_state(truncated, check_hash=True)
     state = torch.load(good, map_location="cpu", weights_only=True)
-    state["_blocks.3._depthwise_conv.weight"] = torch.zeros(144, 1, 3, 3)  # altered: another kernel size
+    depthwise = state["_blocks.3._depthwise_conv.weight"]
+    assert depthwise.shape[-2:] != (3, 3)
+    state["_blocks.3._depthwise_conv.weight"] = torch.zeros(*depthwise.shape[:2], 3, 3)  # altered: another kernel
     altered = tmp_path / "altered.pth"
     torch.save(state, altered)
     with pytest.raises(WeightsUnavailableError, match=r"does not fit EfficientNet-Lite0"):
@@ -54,7 +56,7 @@ def test_truncated_or_altered_weights_fail_clearly(tmp_path):
 
 
 def test_an_altered_packaged_file_is_caught_by_its_hash(tmp_path, monkeypatch):
-    copy = tmp_path / "efficientnet-lite0-57934424.pth"
+    copy = tmp_path / packaged_weights_file().name
     shutil.copyfile(packaged_weights_file(), copy)
     with open(copy, "r+b") as handle:  # flip one byte inside the tensor data
         handle.seek(copy.stat().st_size // 2)
@@ -66,6 +68,7 @@ def test_an_altered_packaged_file_is_caught_by_its_hash(tmp_path, monkeypatch):
         build_efficientnet_lite0("imagenet")
 
 
+# EfficientNet-Lite0's published block table: 24, 40 and 112 channels after stages 2, 3 and 5, a 1280-d head
 @pytest.mark.parametrize("layer,stride,channels", [("res2", 4, 24), ("res3", 8, 40), ("res4", 16, 112)])
 def test_lite0_stages_give_the_documented_strides(layer, stride, channels):
     model = FeatureMaskNetwork(5, arch="efficientnet_lite0", masked_layer=layer, input_size=(128, 64)).eval()

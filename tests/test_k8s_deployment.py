@@ -38,7 +38,15 @@ from dagster_k8s import K8sRunLauncher, k8s_job_executor
 from dagster_k8s.client import DagsterKubernetesClient
 
 from fmn_assets import defs
-from fmn_assets.k8s import GPU_RESOURCE, TRAINING_STEPS, gpu_step_k8s_config, multi_gpu_run_config
+from fmn_assets.k8s import (
+    CPUS_PER_GPU,
+    GPU_RESOURCE,
+    MEMORY_LIMIT_GIB_PER_GPU,
+    MEMORY_REQUEST_GIB_PER_GPU,
+    TRAINING_STEPS,
+    gpu_step_k8s_config,
+    multi_gpu_run_config,
+)
 from tests.dagster_project import REPO
 
 pytestmark = pytest.mark.timeout(300)
@@ -91,7 +99,9 @@ def test_multi_gpu_run_config_asks_for_as_many_gpus_as_processes():
     for step in TRAINING_STEPS:
         resources = per_step[step]["container_config"]["resources"]
         assert resources["requests"][GPU_RESOURCE] == resources["limits"][GPU_RESOURCE] == "4"
-        assert resources["requests"]["cpu"] == "16" and resources["limits"]["memory"] == "192Gi"
+        assert resources["requests"]["cpu"] == str(4 * CPUS_PER_GPU)  # every per-GPU resource scales with 4
+        assert resources["requests"]["memory"] == f"{4 * MEMORY_REQUEST_GIB_PER_GPU}Gi"
+        assert resources["limits"]["memory"] == f"{4 * MEMORY_LIMIT_GIB_PER_GPU}Gi"
         assert config["ops"][step] == {"config": {"processes": 4}}
     assert set(multi_gpu_run_config(2, steps=["grn_checkpoint"])["ops"]) == {"grn_checkpoint"}
     for bad in (0, -1, True, 2.0):
@@ -166,7 +176,7 @@ def test_training_step_pod(k8s_instance, run_config, gpus):
     assert container.image == IMAGE
     resources = container.resources.to_dict()
     assert resources["requests"][GPU_RESOURCE] == resources["limits"][GPU_RESOURCE] == gpus
-    assert resources["requests"]["cpu"] == str(4 * int(gpus))  # the tag's other resources are scaled, not lost
+    assert resources["requests"]["cpu"] == str(CPUS_PER_GPU * int(gpus))  # the tag's other resources scale too
     volumes = {volume.name: volume for volume in pod.volumes}
     assert volumes["workspace"].persistent_volume_claim.claim_name == "fmn-workspace"
     assert volumes["dshm"].empty_dir.medium == "Memory"
@@ -251,6 +261,8 @@ def test_instance_file_passes_dagsters_own_validation(tmp_path):
 
 
 def test_instance_limits_one_gpu_step_and_one_run_per_partition(k8s_instance):
+    # the policy the README and dagster.yaml document: one relaunch of a failed run, one GPU step at a time
+    # (the `gpu` pool's single slot), at most four runs at once, one per partition
     assert k8s_instance.run_retries_max_retries == 1
     assert k8s_instance.run_retries_retry_on_asset_or_op_failure is False
     concurrency = k8s_instance.get_concurrency_config()

@@ -24,6 +24,7 @@ def test_shapes_for_every_masked_layer_and_input(masked_layer, stride, input_siz
     assert out.g.shape == out.l.shape == (2, 512)
     assert out.grn_logits.shape == out.lan_logits.shape == (2, 7)
     assert out.grn_map.shape == out.lan_map.shape
+    # the LAN repeats the backbone from the masked layer on: the residual stages after it, up to res5
     assert len(model.lan_stages) == {"pool1": 4, "res2": 3, "res3": 2, "res4": 1}[masked_layer]
 
 
@@ -33,7 +34,7 @@ def test_paper_mask_sizes_for_resnet50():
     assert feature_map_size((224, 224), "res3") == (28, 28)
     assert feature_map_size((224, 224), "res4") == (14, 14)
     assert feature_map_size((256, 128), "stem") == (64, 32)
-    model = FeatureMaskNetwork(751, arch="resnet50")
+    model = FeatureMaskNetwork(751, arch="resnet50")  # Market-1501's training identities; any count would do
     assert model.mixing.transform.in_features == 2048  # g: Table 1's 2048-d GRN descriptor
     assert model.mixing.transform.out_features == 64 * 32
 
@@ -116,7 +117,9 @@ def test_local_weights_file_is_used(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"garbage")
     with pytest.raises(WeightsUnavailableError, match="cannot read pretrained weights"):
         build_resnet("resnet18", str(tmp_path / "bad.pth"))
-    with pytest.raises(WeightsUnavailableError, match="do not fit resnet50: 198 missing"):
+    # the ResNet-50 tensors a ResNet-18 file lacks (its bottleneck convolutions) are counted in the message
+    missing = len(set(build_resnet("resnet50").state_dict()) - set(source.state_dict()))
+    with pytest.raises(WeightsUnavailableError, match=f"do not fit resnet50: {missing} missing"):
         build_resnet("resnet50", str(tmp_path / "r18.pth"))
     with pytest.raises(WeightsUnavailableError, match="does not exist"):
         build_resnet("resnet18", str(tmp_path / "nope.pth"))

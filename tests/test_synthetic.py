@@ -69,7 +69,8 @@ def test_tiny_is_read_cleanly_by_the_market_reader(tiny):
     assert (table["pid"] == 0).sum() == summary.distractor_images == meta["distractor_images"] > 0
     assert summary.total_files == sum(meta["files"].values()) == sum(
         1 for folder in SPLIT_FOLDERS.values() for _ in (root / folder).iterdir())
-    assert summary.counts["train"]["identities"] == 16 and summary.counts["query"]["identities"] == 16
+    half = PRESETS["tiny"].num_identities // 2  # identities split into disjoint halves; every test one has queries
+    assert summary.counts["train"]["identities"] == half and summary.counts["query"]["identities"] == half
 
     train, query, gallery = (table[table.split == s] for s in ("train", "query", "gallery"))
     assert not set(train.pid) & {pid for pid in set(query.pid) | set(gallery.pid) if pid > 0}
@@ -84,7 +85,8 @@ def test_tiny_is_read_cleanly_by_the_market_reader(tiny):
         for path in (root / folder).iterdir():
             assert NAME.match(path.stem) and path.suffix == ".jpg", path.name
     with Image.open(next((root / "query").iterdir())) as image:
-        assert (image.format, image.mode, image.size) == ("JPEG", "RGB", (64, 128))
+        size = (PRESETS["tiny"].image_width, PRESETS["tiny"].image_height)
+        assert (image.format, image.mode, image.size) == ("JPEG", "RGB", size)
 
 
 def test_metadata_describes_every_image_and_queries_are_well_framed(tiny):
@@ -95,7 +97,8 @@ def test_metadata_describes_every_image_and_queries_are_well_framed(tiny):
     assert all(row["misalignment"] == "" for row in rows if row["split"] == "query")
     assert meta["config"] == dataclasses.asdict(PRESETS["tiny"])
     by_split = Counter(ident["split"] for ident in meta["identities"])
-    assert by_split == {"train": 16, "test": 16}
+    identities = PRESETS["tiny"].num_identities
+    assert by_split == {"train": (identities + 1) // 2, "test": identities // 2}  # ceil / floor halves
     for ident in meta["identities"]:
         mine = [r for r in rows if r["pid"] == ident["pid"]]
         assert sorted({r["camera"] for r in mine}) == ident["cameras"] and len(ident["cameras"]) >= 2
@@ -180,10 +183,11 @@ def test_cameras_change_the_colours(tiny):
     for row in image_rows(meta):
         sums.setdefault(row["camera"], []).append(load(root, row).mean(axis=(0, 1)))
     means = {camera: np.mean(values, axis=0) for camera, values in sums.items()}
-    assert sorted(means) == [1, 2, 3, 4, 5, 6]
+    cameras = PRESETS["tiny"].num_cameras
+    assert sorted(means) == list(range(1, cameras + 1))
     gaps = [float(np.linalg.norm(means[a] - means[b])) for a, b in itertools.combinations(means, 2)]
     assert min(gaps) > 15, gaps  # mean RGB (0..255) of any two cameras differs clearly
-    assert len({tuple(c["gains"]) for c in meta["cameras"]}) == 6
+    assert len({tuple(c["gains"]) for c in meta["cameras"]}) == cameras
 
 
 def test_second_call_reuses_the_dataset_without_touching_it(tiny):

@@ -35,13 +35,14 @@ def trained(tiny_table, tmp_path_factory):
 
 
 def test_stage1_loss_falls_and_accuracy_beats_chance(trained, tiny_table):
-    _, first, _, out = trained
+    config, first, _, out = trained
     history = read_metrics_log(out / "stage1_metrics.jsonl")
-    assert history == first.history and len(history) == 8
+    assert history == first.history and len(history) == config.stage1_epochs
     chance = 1 / tiny_table[tiny_table.split == "train"].pid.nunique()
     assert history[-1]["loss"] < 0.7 * history[0]["loss"]
     assert history[-1]["acc"] > 4 * chance, history[-1]
-    assert history[-1]["lr"] == pytest.approx(0.002) and history[0]["lr"] == pytest.approx(0.02)
+    assert history[0]["lr"] == pytest.approx(config.stage1_lr)  # dropped by lr_gamma after the drop epoch:
+    assert history[-1]["lr"] == pytest.approx(config.stage1_lr * config.lr_gamma)
 
 
 def test_stage2_leaves_the_grn_bit_identical(trained):
@@ -74,9 +75,9 @@ def test_gradients_reach_mixing_and_lan_but_never_the_frozen_grn(trained, tiny_t
 
 
 def test_checkpoint_round_trip(trained, tmp_path):
-    _, _, second, _ = trained
+    config, _, second, _ = trained
     state = load_checkpoint(second.checkpoint)
-    assert state["stage"] == 2 and state["complete"] and state["epoch"] == 3
+    assert state["stage"] == 2 and state["complete"] and state["epoch"] == config.stage2_epochs
     assert state["num_classes"] == len(state["label_map"]) and state["optimizer"] is not None
     assert {"torch", "torchvision", "fmn_core", "python"} <= set(state["versions"])
     model = model_from_checkpoint(state).eval()

@@ -3,6 +3,7 @@
 import hashlib
 import itertools
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
@@ -21,8 +22,9 @@ from fmn_core.engine.progress import read_metrics_log
 from fmn_core.retrieval import DescriptorTable, extract_descriptors, pairwise_distance
 from fmn_core.retrieval.results import evaluate_descriptors, mean_std, results_markdown, seed_study_markdown
 from fmn_core.utils.atomic import atomic_write_text
-from fmn_core.viz import plot_cmc, plot_heatmaps, plot_ranked_lists, plot_training_curves
-from fmn_core.viz.ranked_lists import RankedRow
+
+if TYPE_CHECKING:  # fmn_core.viz is imported where the pictures are drawn: matplotlib costs every step process 0.4 s
+    from fmn_core.viz.ranked_lists import RankedRow
 
 DESCRIPTOR_KIND = {"kinds": {"pytorch", "parquet", "dvc"}, "owners": OWNERS, "group_name": "retrieval",
                    "deps": [fmn_checkpoint, dataset_splits], "code_version": DESCRIPTOR_CODE,
@@ -96,8 +98,10 @@ query_descriptors_usable = _descriptor_check("query")
 gallery_descriptors_usable = _descriptor_check("gallery")
 
 
-def _figure4_rows(query: DescriptorTable, gallery: DescriptorTable, count: int) -> list[RankedRow]:
+def _figure4_rows(query: DescriptorTable, gallery: DescriptorTable, count: int) -> list["RankedRow"]:
     """Queries where the GRN's first answer is wrong and the FMN's right (the paper's Figure 4), GRN then FMN."""
+    from fmn_core.viz.ranked_lists import RankedRow
+
     ranked = {}
     for kind in ("grn", "fmn"):
         distances = pairwise_distance(query.features[kind], gallery.features[kind])
@@ -179,6 +183,8 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
                    for name, r in results.items()}
         atomic_write_text(paths.metrics(dataset), json.dumps(summary, indent=2))
         atomic_write_text(out / "metrics.md", f"# {dataset}\n\n{table}\n")
+
+        from fmn_core.viz import plot_cmc, plot_heatmaps, plot_ranked_lists, plot_training_curves
 
         pictures = out / "pictures"
         rows = _figure4_rows(query, gallery, config.ranked_list_queries)

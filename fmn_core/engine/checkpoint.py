@@ -30,12 +30,14 @@ class CheckpointError(ValueError):
 
 
 def library_versions() -> dict[str, str]:
-    import torchvision
+    # torchvision's distribution version, read without importing it (see models.backbone); its build (+cu130)
+    # is torch's, which torch.__version__ records
+    from importlib.metadata import version
 
     from fmn_core import __version__
     from fmn_core.utils.machine import machine_description
 
-    return {"fmn_core": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+    return {"fmn_core": __version__, "torch": str(torch.__version__), "torchvision": version("torchvision"),
             "python": platform.python_version(), "machine": machine_description()}
 
 

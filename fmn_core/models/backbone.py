@@ -32,7 +32,6 @@ import re
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 RESNETS: dict[str, tuple[str, int]] = {
@@ -103,11 +102,19 @@ def _check_arch(arch: str) -> str:
     return arch
 
 
+def _torchvision_models():
+    """torchvision.models, imported on first use: it pulls in torch._dynamo (about 1.5 s per process), which the
+    EfficientNet-Lite0 recipes, the CLI and every Dagster step process that never builds a ResNet can skip."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def imagenet_weights_file(arch: str) -> tuple[Path, str]:
     """Where torchvision keeps the ImageNet file for ``arch``, and its download URL."""
     if _check_arch(arch) not in RESNETS:
         raise ValueError(f"{arch} takes its ImageNet weights from a Python package, not torchvision")
-    enum = getattr(torchvision.models, RESNETS[arch][0])
+    enum = getattr(_torchvision_models(), RESNETS[arch][0])
     url = enum.IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
 
@@ -190,7 +197,7 @@ def build_resnet(arch: str, pretrained: str = "none") -> nn.Module:
     """A torchvision ResNet with the requested initial weights (fc left as ImageNet's or random)."""
     if _check_arch(arch) not in RESNETS:
         raise ValueError(f"build_resnet builds {sorted(RESNETS)}, not {arch!r}")
-    model = getattr(torchvision.models, arch)(weights=None)
+    model = getattr(_torchvision_models(), arch)(weights=None)
     state = load_pretrained_state(arch, pretrained)
     if state is not None:
         own = model.state_dict()
