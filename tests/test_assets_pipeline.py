@@ -457,7 +457,7 @@ def test_sigkilled_training_step_is_retried_and_resumes_to_the_uninterrupted_wei
     home = tmp_path / "home"
     home.mkdir()
     shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
-    grn_config = {"batch_size": 16, "epochs": 5, "lr": 0.02, "device": "cpu"}
+    grn_config = {"batch_size": 16, "epochs": 3, "lr": 0.02, "device": "cpu"}
     config = tmp_path / "grn.yaml"
     config.write_text(yaml.safe_dump({"ops": {"grn_checkpoint": {"config": grn_config}}}))
     env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(copy), "DAGSTER_DISABLE_TELEMETRY": "1",

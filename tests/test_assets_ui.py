@@ -120,10 +120,16 @@ def launch(url: str, job: str, config: dict) -> str:
     return run_id
 
 
-def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagster_dev):
-    url, project, _ = dagster_dev
+@pytest.fixture(scope="module")
+def materialized(dagster_dev) -> str:
+    """The graph materialised through GraphQL once, for every test of the module; returns the pipeline's run id."""
+    url, _, _ = dagster_dev
     launch(url, "fmn_synthetic_data", TINY_DATA_CONFIG)  # the data first: its own partitions definition, own run
-    run_id = launch(url, "fmn_pipeline", TINY_RUN_CONFIG)
+    return launch(url, "fmn_pipeline", TINY_RUN_CONFIG)
+
+
+def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagster_dev, materialized):
+    (url, project, _), run_id = dagster_dev, materialized
     materialization = graphql(url, METADATA, {"key": "evaluation_metrics"})["assetOrError"]["assetMaterializations"][0]
     assert materialization["runId"] == run_id
     entries = {e["label"]: e for e in materialization["metadataEntries"]}
@@ -138,7 +144,7 @@ def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagst
 
 @pytest.mark.skipif(CHROMIUM is None and os.environ.get("FMN_REQUIRE_BROWSER") != "1",
                     reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_asset_graph_page_in_headless_chromium(dagster_dev):
+def test_asset_graph_page_in_headless_chromium(dagster_dev, materialized):
     assert CHROMIUM, "FMN_REQUIRE_BROWSER=1 but no chromium on PATH"
     from playwright.sync_api import sync_playwright
 
@@ -150,11 +156,12 @@ def test_asset_graph_page_in_headless_chromium(dagster_dev):
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            # the first-visit newsletter dialog opens whenever its query returns, possibly in the middle of the
+            # clicks below: Playwright dismisses it before any action it would block
+            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
+                                     lambda: page.get_by_role("button", name="Skip").click())
             page.goto(f"{url}/asset-groups", wait_until="networkidle", timeout=60_000)
             page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
-            skip = page.get_by_role("button", name="Skip")  # the first-visit newsletter dialog
-            if skip.count():
-                skip.first.click()
             for group in GROUPS:  # the stage groups of the graph
                 page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
             page.mouse.click(1200, 300, button="right")  # the graph's menu: show every asset node
