@@ -79,15 +79,15 @@ class GRNTrainingConfig(dg.Config):
     pretrained: str | None = Field(None, description="'imagenet' (Lite0: the packaged file; ResNets: the torch hub "
                                                      "cache, downloaded when missing), 'none' or a .pth file")
     masked_layer: MaskedLayer | None = Field(None, description="layer the stage-2 mask applies to (Table 5)")
-    input_height: int | None = None
-    input_width: int | None = None
-    batch_size: int | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    lr_drop_epoch: int | None = None
+    input_height: int | None = Field(None, ge=32)
+    input_width: int | None = Field(None, ge=32)
+    batch_size: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    lr_drop_epoch: int | None = Field(None, ge=0)
     seed: int | None = None
     device: str = Field("auto", description="'auto' (a GPU when present), 'cpu', 'cuda', 'cuda:1'")
-    processes: int = Field(1, description="more than 1: DistributedDataParallel through torchrun")
+    processes: int = Field(1, ge=1, description="more than 1: DistributedDataParallel through torchrun")
 
     def train_config(self) -> TrainConfig:
         """The full training configuration (both stages' fields) this run trains the GRN with."""
@@ -107,18 +107,19 @@ class FMNTrainingConfig(dg.Config):
     """
 
     masked_layer: MaskedLayer | None = None
-    batch_size: int | None = None
-    epochs: int | None = None
-    lr: float | None = None
-    lr_drop_epoch: int | None = None
-    margin: float | None = Field(None, description="ranking-loss margin m of eq. (5)")
-    rank_weight: float | None = None
-    alpha: float | None = Field(None, description="GRN/LAN weight of eq. (6)")
+    batch_size: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    lr_drop_epoch: int | None = Field(None, ge=0)
+    margin: float | None = Field(None, ge=0, allow_inf_nan=False, description="ranking-loss margin m of eq. (5)")
+    rank_weight: float | None = Field(None, ge=0, allow_inf_nan=False)
+    alpha: float | None = Field(None, ge=0, le=1, description="GRN/LAN weight of eq. (6)")
     mask_mode: MaskMode | None = Field(None, description="'constant': mask = 1, the control without the MN")
     lan_init: LanInit | None = Field(None, description="'grn': LAN from the fine-tuned GRN instead of theta_o")
-    log_mask_max: float | None = Field(None, description="bound B of the mask exp(B tanh(ReLU(z)/B))")
+    log_mask_max: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                       description="bound B of the mask exp(B tanh(ReLU(z)/B))")
     device: str = "auto"
-    processes: int = 1
+    processes: int = Field(1, ge=1)
 
     def train_config(self, grn_config: TrainConfig) -> TrainConfig:
         changes = {name: value.value if isinstance(value, Enum) else value for name, value in (
@@ -132,7 +133,7 @@ class FMNTrainingConfig(dg.Config):
 class DescriptorConfig(dg.Config):
     """Descriptor extraction (section 3.4)."""
 
-    batch_size: int = 256
+    batch_size: int = Field(256, ge=1)
     flip: bool = Field(False, description="average with the mirrored image's features (not in the paper)")
     device: str = "auto"
 
@@ -141,24 +142,25 @@ class EvaluationConfig(dg.Config):
     """Evaluation and re-ranking (sections 3.5 and 4.2)."""
 
     rerank: bool = True
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-    max_rank: int = 50
-    ranked_list_queries: int = Field(4, description="queries shown in the ranked-list picture")
-    heatmap_images: int = Field(8, description="images shown in the mask / activation picture")
+    k1: int = Field(20, ge=1, description="k-reciprocal neighbourhood size")
+    k2: int = Field(6, ge=1, description="query-expansion neighbourhood size (at most k1)")
+    lambda_value: float = Field(0.3, ge=0, le=1, description="weight of the original distance")
+    max_rank: int = Field(50, ge=1)
+    ranked_list_queries: int = Field(4, ge=1, le=50, description="queries shown in the ranked-list picture")
+    heatmap_images: int = Field(8, ge=1, le=64, description="images shown in the mask / activation picture")
 
 
 class OnnxExportConfig(dg.Config):
     """The ONNX export and its parity check against PyTorch."""
 
-    opset: int = Field(18, description="ONNX opset")
+    opset: int = Field(18, ge=18, description="ONNX opset (18 or newer, up to what the installed onnx knows)")
     dynamic_batch: bool = Field(True, description="accept any batch size (false: batches of exactly 1)")
     outputs: list[str] = Field(["fmn", "grn", "lan"], description="descriptors in the graph, from fmn (eq. 6), grn "
                                                                   "and lan; anything else fails the step")
-    tolerance: float = Field(1e-4, description="largest allowed |onnxruntime - PyTorch| per descriptor value")
-    parity_queries: int = Field(8, description="query images of the dataset used in the parity check")
-    parity_gallery: int = Field(24, description="gallery images of the dataset used in the parity check")
+    tolerance: float = Field(1e-4, ge=0, allow_inf_nan=False,
+                             description="largest allowed |onnxruntime - PyTorch| per descriptor value")
+    parity_queries: int = Field(8, ge=1, le=256, description="query images of the dataset used in the parity check")
+    parity_gallery: int = Field(24, ge=2, le=1024, description="gallery images of the dataset used in the parity check")
 
 
 class ModelCardConfig(dg.Config):

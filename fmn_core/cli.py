@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 from fmn_core.data import DATASET_READERS, DatasetError, read_dataset
 from fmn_core.data.image_check import CHECK_MODES
+from fmn_core.utils.output_guard import check_output
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -36,7 +38,7 @@ def _generate(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     if args.out:
         manifest = args.root / "manifest.csv" if args.root.is_dir() else args.root
-        check_output(args.out, [args.root, manifest], "split table", (".parquet",), ("label",))
+        check_output(args.out, [args.root, manifest], "split table")
     loaded = read_dataset(args.dataset, args.root, check_images=args.check_images, strict=not args.lenient)
     print(loaded.report)
     if args.out:
@@ -112,33 +114,6 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def check_output(out: Path, inputs: list[Path], kind: str, suffixes: tuple[str, ...],
-                 columns: tuple[str, ...] = ()) -> None:
-    """Refuse to write over an input, or over an existing file that is not an earlier output of this kind.
-
-    ``fmn inspect custom m.csv --out m.csv`` must not replace the user's manifest with Parquet.
-    ``columns``: for Parquet outputs, an existing file must have one of them to count as the same kind.
-    """
-    target = Path(out).expanduser().resolve()
-    for source in inputs:
-        if source is not None and Path(source).expanduser().resolve() == target:
-            raise ValueError(f"--out {out} is also an input of this command; write the {kind} elsewhere")
-    if target.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name for the {kind}")
-    if target.exists() and target.suffix.lower() not in suffixes:
-        raise ValueError(f"--out {out} exists and is not a {kind} ({'/'.join(suffixes)}); refusing to overwrite it")
-    if target.exists() and columns:
-        import pyarrow.parquet as pq
-
-        try:
-            names = set(pq.read_schema(target).names)
-        except Exception:  # not Parquet at all
-            names = set()
-        if not names & set(columns):
-            raise ValueError(f"--out {out} exists and is not a {kind} (none of the columns {list(columns)}); "
-                             "refusing to overwrite it")
-
-
 def _load_table(args: argparse.Namespace):
     from fmn_core.data import load_split_table
 
@@ -163,6 +138,11 @@ def train_from_args(args: argparse.Namespace, on_epoch_end=None):
     from fmn_core.engine import preset, train_stage1, train_stage2
 
     config = preset(args.preset, **parse_overrides(args.set))
+    epochs = "stage1_epochs" if args.command == "train-stage1" else "stage2_epochs"
+    if getattr(config, epochs) < 1:  # an untrained network would be written as a finished checkpoint
+        raise ValueError(f"{epochs}={getattr(config, epochs)}: {args.command} trains at least 1 epoch")
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file; give the folder for checkpoints and metrics")
     table = _load_table(args)
     if args.command == "train-stage1":
         return train_stage1(table, config, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
@@ -181,8 +161,7 @@ def _train(args: argparse.Namespace) -> int:
 def _extract(args: argparse.Namespace) -> int:
     from fmn_core.retrieval import extract_descriptors
 
-    check_output(args.out, [args.splits, args.checkpoint], "descriptor table", (".parquet",),
-                 ("fmn", "grn", "lan"))
+    check_output(args.out, [args.splits, args.checkpoint], "descriptor table")
     table = _load_table(args)
     descriptors, rate = extract_descriptors(args.checkpoint, table, batch_size=args.batch_size, device=args.device,
                                             flip=args.flip)
@@ -196,7 +175,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
 
     if args.json:
-        check_output(args.json, list(args.descriptors), "metrics file", (".json",))
+        check_output(args.json, list(args.descriptors), "metrics file")
     table = DescriptorTable.concat([DescriptorTable.load(path) for path in args.descriptors])
     results = evaluate_descriptors(table, rerank=args.rerank)
     print(results_markdown(results))
@@ -222,11 +201,12 @@ def parity_images(table, queries: int = 8, gallery: int = 24) -> list[str]:
 def _export(args: argparse.Namespace) -> int:
     from fmn_core.export import export_onnx
 
-    check_output(args.out, [args.checkpoint, args.splits], "ONNX model", (".onnx",))
+    check_output(args.out, [args.checkpoint, args.splits], "ONNX model")
     images = parity_images(_load_table(args)) if (args.splits or args.dataset) else None
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
-                         batch_size=args.batch_size, outputs=args.outputs, tolerance=args.tolerance, images=images,
-                         queries=8 if images else None)
+                         batch_size=args.batch_size, outputs=list(dict.fromkeys(args.outputs)),
+                         tolerance=args.tolerance, images=images,
+                         queries=max(1, min(8, len(images) - 1)) if images else None)
     parity = result.parity
     print(f"parity on {parity.images} {'dataset' if images else 'fixed synthetic'} images: max abs difference "
           + ", ".join(f"{k} {v:.2e}" for k, v in parity.max_abs.items()) + f" (tolerance {parity.tolerance:.0e}); "
@@ -242,11 +222,12 @@ def _search(args: argparse.Namespace) -> int:
 
     from fmn_core.retrieval.search import Gallery, search
 
+    args.queries = list(dict.fromkeys(args.queries))  # a query named twice is searched once
     inputs = [args.gallery, args.model, *args.queries]
     if args.out:
-        check_output(args.out, inputs, "picture", (".png",))
+        check_output(args.out, inputs, "picture")
     if args.csv:
-        check_output(args.csv, inputs, "CSV file", (".csv",))
+        check_output(args.csv, inputs, "CSV file")
     gallery = Gallery.load(args.gallery, args.kind, root=args.root)
     results = search(args.model, gallery, args.queries, top_k=args.top_k, rerank=args.rerank, kind=args.kind)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 80):
@@ -256,13 +237,52 @@ def _search(args: argparse.Namespace) -> int:
     if args.out:
         from fmn_core.viz import plot_search_results
 
-        title = f"top {args.top_k} of {len(gallery)} gallery images" + (" (re-ranked)" if args.rerank else "")
-        print(f"picture written to {plot_search_results(results, args.queries, args.out, args.top_k, title=title)}")
+        shown = min(args.top_k, len(gallery), MAX_PICTURE_COLUMNS)  # every result in the table, a readable picture
+        title = f"top {shown} of {len(gallery)} gallery images" + (" (re-ranked)" if args.rerank else "")
+        picture = plot_search_results(results, args.queries, args.out, shown, title=title)
+        print(f"picture written to {picture}")
     if args.csv:
         from fmn_core.utils.atomic import atomic_write_text
 
         atomic_write_text(args.csv, results.to_csv(index=False))
     return 0
+
+
+#: Gallery images per row of the search picture at most; the table and the CSV hold all --top-k.
+MAX_PICTURE_COLUMNS = 20
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a finite number of at least 0, got {text!r}")
+    return value
+
+
+def _opset(text: str) -> int:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 18 <= value <= newest:  # torch's exporter writes 18 and newer; onnx knows up to `newest`
+        raise argparse.ArgumentTypeError(f"expected an opset from 18 to {newest}, got {text!r}")
+    return value
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="write the synthetic Market-1501-style dataset")
     generate.add_argument("root", type=Path, help="dataset folder to create")
     generate.add_argument("--preset", default="small", help="tiny, small, medium or market")
-    generate.add_argument("--workers", type=int, default=1)
+    generate.add_argument("--workers", type=_positive_int, default=1)
     generate.add_argument("--overwrite", action="store_true", help="replace a dataset generated with other settings")
     generate.set_defaults(func=_generate)
 
@@ -306,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_arguments(extract)
     extract.add_argument("--checkpoint", type=Path, required=True, help="the stage-2 checkpoint (fmn.pt)")
     extract.add_argument("--out", type=Path, required=True, help="descriptor table to write (.parquet)")
-    extract.add_argument("--batch-size", type=int, default=256)
+    extract.add_argument("--batch-size", type=_positive_int, default=256)
     extract.add_argument("--device", default="auto")
     extract.add_argument("--flip", action="store_true", help="average with the mirrored image's features")
     extract.set_defaults(func=_extract)
@@ -322,12 +342,13 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="the descriptor model as ONNX, checked against PyTorch first")
     export.add_argument("checkpoint", type=Path, help="the stage-2 checkpoint (fmn.pt)")
     export.add_argument("--out", type=Path, required=True, help="ONNX file to write (atomically, after the check)")
-    export.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    export.add_argument("--opset", type=_opset, default=18, help="ONNX opset (default 18)")
     export.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: fixed)")
-    export.add_argument("--batch-size", type=int, default=1, help="the fixed batch size without --dynamic-batch")
+    export.add_argument("--batch-size", type=_positive_int, default=1,
+                        help="the fixed batch size without --dynamic-batch")
     export.add_argument("--outputs", nargs="+", default=["fmn"], choices=["fmn", "grn", "lan"],
                         help="descriptors to output (fmn: eq. 6; grn, lan: Table 1's single-network rows)")
-    export.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ONNX - PyTorch|")
+    export.add_argument("--tolerance", type=_tolerance, default=1e-4, help="largest allowed |ONNX - PyTorch|")
     _add_data_arguments(export)  # optional: check parity on the dataset's own images
     export.set_defaults(func=_export)
 
@@ -335,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("queries", type=Path, nargs="+", metavar="QUERY_IMAGE")
     search.add_argument("--gallery", type=Path, required=True, help="a descriptor table (gallery_descriptors.parquet)")
     search.add_argument("--model", type=Path, required=True, help="fmn.pt or its ONNX export")
-    search.add_argument("--top-k", type=int, default=10)
+    search.add_argument("--top-k", type=_positive_int, default=10)
     search.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking of the nearest candidates")
     search.add_argument("--kind", default="fmn", choices=["fmn", "grn", "lan"])
     search.add_argument("--root", type=Path, help="where the gallery's images are now, if they moved")
@@ -347,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--preset", default="small")
     demo.add_argument("--data-dir", default="data")
     demo.add_argument("--artifacts-dir", default="artifacts")
-    demo.add_argument("--workers", type=int, default=2)
+    demo.add_argument("--workers", type=_positive_int, default=2)
     demo.set_defaults(func=_demo)
     return parser
 
@@ -358,4 +379,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (DatasetError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a case no check foresaw: still one line, with a way to get the traceback
+        if os.environ.get("FMN_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (FMN_DEBUG=1 shows the traceback; please report it)",
+              file=sys.stderr)
         return 2

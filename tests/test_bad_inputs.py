@@ -65,7 +65,10 @@ def fmn(*args) -> tuple[int, str, str]:
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = fmn_main([str(a) for a in args])
+        try:
+            code = fmn_main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse refusing an option: usage and the reason on stderr
+            code = exit_.code
     return code, out.getvalue(), err.getvalue()
 
 
@@ -227,6 +230,96 @@ def _truncated_jpeg_in_training(folder: Path) -> str:
     return "accepted"
 
 
+def _split_table(folder: Path, change=None, keep_root: bool = True) -> Path:
+    """The manifest's split table saved as fmn writes it, then changed with pandas/pyarrow as a user might."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    loaded = read_dataset("custom", manifest(folder, []))
+    path = loaded.save(folder / "splits.parquet")
+    if change is not None:
+        table = pq.read_table(path)
+        frame = change(table.to_pandas())
+        new = pa.Table.from_pandas(frame, preserve_index=False)
+        pq.write_table(new.replace_schema_metadata(table.schema.metadata if keep_root else None), path)
+    return path
+
+
+def _labels_edited(frame):
+    return frame.assign(label=frame.label.where(frame.split != "train", 5))
+
+
+def _descriptor_table(folder: Path, name: str = "d.parquet") -> Path:
+    from fmn_core.retrieval import DescriptorTable
+
+    rows = read_dataset("custom", manifest(folder, [])).table
+    rows = rows[rows.split != "train"].reset_index(drop=True)[["path", "pid", "camid", "split"]]
+    rng = np.random.default_rng(0)
+    features = {kind: rng.normal(size=(len(rows), 8)).astype(np.float32) for kind in ("grn", "lan", "fmn")}
+    return DescriptorTable(rows, features).save(folder / name)
+
+
+def _list_column_descriptors(folder: Path) -> str:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = _descriptor_table(folder)
+    table = pq.read_table(path)
+    variable = pa.array([list(map(float, row)) for row in table.column("fmn").to_pylist()], type=pa.list_(pa.float64()))
+    pq.write_table(table.set_column(table.column_names.index("fmn"), "fmn", variable), path)
+    return _cli("evaluate", str(path))(folder)
+
+
+def _partial_fmn(folder: Path) -> str:
+    from fmn_core.engine import preset
+    from fmn_core.engine.checkpoint import build_model, save_checkpoint
+
+    config = preset("cpu", pretrained="none")
+    save_checkpoint(folder / "fmn.partial.pt", model=build_model(config, 2), config=config, stage=2, epoch=1,
+                    complete=False, label_map={0: 1, 1: 2})
+    manifest(folder, [])
+    return _cli("extract", "--dataset", "custom", "--root", "{folder}", "--checkpoint", "{folder}/fmn.partial.pt",
+                "--out", "{folder}/d.parquet")(folder)
+
+
+def _corrupt_exif(folder: Path) -> str:
+    import warnings
+
+    Image.fromarray(np.full((128, 64, 3), 40, np.uint8)).save(folder / "x.png", exif=b"garbage!garbage")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        decoded = decode_image(folder / "x.png", (128, 64))
+    return f"{decoded.shape} {[str(w.message) for w in caught]}"
+
+
+def _unclosed_quote(folder: Path) -> Path:
+    path = manifest(folder, ['"imgs/e.jpg,4,0,train'])
+    path.write_text(path.read_text() + "x" * 140_000 + "\n")
+    return path
+
+
+def _zero_byte_protocol(folder: Path) -> Path:
+    root = folder / "cuhk"
+    root.mkdir()
+    (root / "cuhk-03.mat").write_bytes(b"")
+    (root / "cuhk03_new_protocol_config_detected.mat").write_bytes(b"")
+    return root
+
+
+def _asset_config_out_of_range(folder: Path) -> str:
+    import dagster as dg
+
+    from fmn_assets.assets import ASSETS, CHECKS
+    from fmn_assets.resources import DVCResource, ProjectPaths
+
+    os.environ["FMN_PROJECT_DIR"] = str(folder)  # restored by the test's monkeypatch
+    result = dg.materialize([*ASSETS, *CHECKS], selection=["evaluation_metrics"], partition_key="synthetic",
+                            resources={"paths": ProjectPaths(), "dvc": DVCResource()}, raise_on_error=False,
+                            run_config={"ops": {"evaluation_metrics": {"config": {"k1": 0}}}})
+    errors = [e.event_specific_data.error for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    return "\n".join(f"{e.message}\n{e.cause.message if e.cause else ''}" for e in errors)
+
+
 CASES = [
     Case("empty folder", _reader("market1501", lambda f: (f / "empty").mkdir() or f / "empty"),
          "bounding_box_train"),
@@ -286,11 +379,53 @@ CASES = [
     Case("GRN checkpoint with NaN weights", _nan_grn, "holds NaN or infinite weights in 1 tensors"),
     Case("checkpoint from another architecture", _other_architecture, "was trained with arch='efficientnet_lite0'"),
     Case("asset config with an unknown key", _unknown_config_key, "epochz"),
+    Case("damaged EXIF block", _corrupt_exif, "(3, 128, 64)"),
+    Case("descriptor column of variable-length lists", _list_column_descriptors,
+         "column 'fmn' must hold one fixed-width float descriptor per row"),
+    Case("split table with hand-edited labels", lambda f: _cli(
+        "train-stage1", "--splits", str(_split_table(f, _labels_edited)), "--out", "{folder}/run")(f),
+        "column 'label' must number the train identities"),
+    Case("split table with an empty path", lambda f: _cli(
+        "train-stage1", "--splits", str(_split_table(f, lambda t: t.assign(path=t.path.where(t.index != 1, None)))),
+        "--out", "{folder}/run")(f), "column 'path' has 1 empty value(s) (rows [1])"),
+    Case("split table rewritten without fmn's metadata", lambda f: _cli(
+        "train-stage1", "--splits", str(_split_table(f, lambda t: t, keep_root=False)), "--out", "{folder}/run")(f),
+        "does not record the dataset root"),
+    Case("CSV with an unclosed quote", _reader("custom", _unclosed_quote), "cannot parse the CSV"),
+    Case("zero-byte CUHK03 files", _reader("cuhk03_detected", _zero_byte_protocol),
+         "cannot read protocol file"),
+    Case("same person id in train and gallery (custom pid 0)", _reader("custom", lambda f: manifest(
+        f, ["imgs/e.jpg,0,0,train", "imgs/f.jpg,0,1,gallery"]), strict=True), "identities appear in both"),
+    Case("stage-2 checkpoint left partial", _partial_fmn, "is a partial checkpoint"),
+    Case("evaluate given one table twice", lambda f: _cli("evaluate", str(_descriptor_table(f)),
+                                                          "{folder}/d.parquet")(f), "appear twice in the same split"),
+    Case("search --csv over the user's manifest", lambda f: _cli(
+        "search", "--gallery", str(_descriptor_table(f)), "--model", "{folder}/fmn.pt", "{folder}/imgs/a.jpg",
+        "--csv", "{folder}/manifest.csv")(f), "is not a CSV file written by fmn"),
+    Case("evaluate --json over another JSON file", lambda f: (
+        (f / "settings.json").write_text('{"theme": "dark"}'),
+        _cli("evaluate", str(_descriptor_table(f)), "--json", "{folder}/settings.json")(f))[1],
+        "is not a metrics file written by fmn"),
+    Case("export --opset 5", _cli("export", "{folder}/fmn.pt", "--out", "{folder}/m.onnx", "--opset", "5"),
+         "expected an opset from 18 to"),
+    Case("search --top-k 0", _cli("search", "--gallery", "g.parquet", "--model", "m.onnx", "q.jpg", "--top-k", "0"),
+         "expected a whole number of at least 1, got '0'"),
+    Case("--set stage1_epochs=0", _cli("train-stage1", "--splits", "x.parquet", "--set", "stage1_epochs=0",
+                                       "--out", "{folder}/run"), "train-stage1 trains at least 1 epoch"),
+    Case("--set weight_decay=nan", _cli("train-stage1", "--splits", "x.parquet", "--set", "weight_decay=nan",
+                                        "--out", "{folder}/run"), "weight_decay=nan: must be a finite number"),
+    Case("--set device=gpu", _cli("train-stage1", "--splits", "x.parquet", "--set", "device=gpu",
+                                  "--out", "{folder}/run"), "expected auto, cpu, cuda, cuda:N or mps"),
+    Case("train --out naming a file", lambda f: (manifest(f, []), _cli(
+        "train-stage1", "--dataset", "custom", "--root", "{folder}", "--out", "{folder}/manifest.csv")(f))[1],
+        "is a file; give the folder"),
+    Case("asset config out of range (k1 = 0)", _asset_config_out_of_range, "k1\n  Input should be greater than"),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_explained_and_nothing_is_modified(case: Case, tmp_path):
+def test_bad_input_is_explained_and_nothing_is_modified(case: Case, tmp_path, monkeypatch):
+    monkeypatch.setenv("FMN_PROJECT_DIR", str(tmp_path))  # cases that run assets change it; restored afterwards
     (tmp_path / "keep").mkdir()
     write_image(tmp_path / "keep" / "earlier_result.jpg")
     before = snapshot(tmp_path / "keep")

@@ -22,6 +22,7 @@ import torch
 from fmn_assets.assets import CHECKS
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.data import read_dataset
+from fmn_core.data.schema import relabel
 from fmn_core.engine import preset
 from fmn_core.engine.checkpoint import build_model, save_checkpoint
 from tests.test_bad_inputs import market
@@ -100,6 +101,7 @@ def test_train_test_overlap_fails_identities_disjoint(project):
     def query_pid_into_train(table: pa.Table) -> pa.Table:
         frame = table.to_pandas()
         frame.loc[frame.index[frame.split == "train"][0], "pid"] = int(frame[frame.split == "query"].pid.iloc[0])
+        frame["label"] = relabel(frame)  # a consistent table whose identities overlap, as a faulty reader writes
         return pa.Table.from_pandas(frame, preserve_index=False)
 
     _rewrite_splits(project, query_pid_into_train)

@@ -72,7 +72,7 @@ def _load_protocol(path: Path) -> dict[str, np.ndarray]:
                     out[key] = np.array(["".join(map(chr, np.ravel(handle[ref][()]))) for ref in np.ravel(data[()])])
                 else:
                     out[key] = data[()]
-    except ValueError as exc:
+    except (ValueError, OSError, IndexError, TypeError, scipy.io.matlab.MatReadError) as exc:  # empty, cut, not .mat
         raise DatasetError(f"cuhk03: cannot read protocol file {path}: {exc}") from exc
     missing = [key for key in PROTOCOL_KEYS if key not in out]
     if missing:

@@ -62,7 +62,7 @@ def read_custom(manifest: str | Path, dataset: str = "custom", check_images: Ima
     if absent:
         raise DatasetError(f"custom: {manifest} lacks the columns {absent}; its header is {header}, "
                            f"expected at least {','.join(REQUIRED_COLUMNS)}")
-    for raw in reader:
+    for raw in _rows(reader, manifest):
         line_no = reader.line_num
         extra = [v for v in raw.pop(_EXTRA, None) or [] if v.strip()]
         if extra:
@@ -95,6 +95,15 @@ def read_custom(manifest: str | Path, dataset: str = "custom", check_images: Ima
     # saved tables are relative to the manifest's folder, or to the folder holding it and every image
     image_root = Path(os.path.commonpath([str(base), *(os.path.dirname(row['path']) for row in rows)]))
     return assemble(rows, report, check_images, strict, image_root=image_root)
+
+
+def _rows(reader: csv.DictReader, manifest: Path):
+    """The reader's rows; a CSV it cannot parse (an unclosed quote swallowing the file) is an error with its line."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise DatasetError(f"custom: {manifest}:{reader.line_num}: cannot parse the CSV ({exc}); an unclosed quote?"
+                           ) from None
 
 
 def _row_problem(record: dict[str, str]) -> str | None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -45,7 +47,10 @@ def to_rgb(image: Image.Image, path: str | os.PathLike = "image") -> Image.Image
     grayscale PNG holds values up to 65535. Both must be corrected, not passed on
     as a sideways person or an all-white image.
     """
-    image = ImageOps.exif_transpose(image)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, KeyError, TypeError, struct.error) as exc:  # a damaged EXIF block, not pixels
+        warnings.warn(f"{path}: unreadable EXIF orientation ({exc}); the image is used as stored", stacklevel=2)
     if image.mode in _WIDE_MODES:
         samples = np.asarray(image, dtype=np.int64)
         top = 65535 if image.mode != "I" or samples.max(initial=0) > 255 else 255

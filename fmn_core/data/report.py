@@ -150,7 +150,7 @@ def check_split_consistency(table: pd.DataFrame, report: DatasetReport) -> None:
     """Add the findings that concern the table as a whole.
 
     Empty train/query/gallery splits are errors, and so is an identity shared
-    between train and test (pid 0 distractors excepted): both make the
+    between train and test (pid 0 included: a dataset whose train split holds pid 0 uses it as a person): both make the
     evaluation meaningless. Queries without a valid gallery match (same id,
     another camera) are warnings, because the standard protocol skips them.
     """
@@ -161,7 +161,7 @@ def check_split_consistency(table: pd.DataFrame, report: DatasetReport) -> None:
 
     train = table[table["split"] == "train"]
     test = table[table["split"] != "train"]
-    shared = sorted(set(train["pid"]) & set(test.loc[test["pid"] > 0, "pid"]))
+    shared = sorted(set(train["pid"]) & set(test["pid"]))  # Market's distractors (pid 0) are never in train
     if shared:
         rows = test[test["pid"].isin(shared)]
         report.add("train_test_identity_overlap", "error",

@@ -147,9 +147,21 @@ def resolve_image_root(table_path: str | Path, metadata: dict[bytes, bytes] | No
     tried; otherwise None.
     """
     metadata = metadata or {}
-    if IMAGE_ROOT_KEY not in metadata:
-        return None
     table_path = Path(table_path)
+    if IMAGE_ROOT_KEY not in metadata:
+        if all(os.path.isabs(name) for name in relative):
+            return None  # an old table with absolute paths
+        # rewritten by another tool that dropped fmn's metadata: relative paths resolve against --root only, never
+        # silently against the working folder
+        if root is not None:
+            return Path(root).expanduser().absolute()
+        if not strict:
+            return None
+        from fmn_core.data.report import DatasetLayoutError
+
+        raise DatasetLayoutError(f"{table_path}: its image paths are relative (e.g. {relative[0]}) but the table "
+                                 "does not record the dataset root they are relative to (written by another tool?); "
+                                 "pass the dataset root (root=... / --root)")
     recorded = Path(metadata[IMAGE_ROOT_KEY].decode())
     candidates = [Path(root).expanduser().absolute()] if root is not None else []
     if root is None and IMAGE_ROOT_FROM_TABLE_KEY in metadata:
@@ -192,6 +204,27 @@ def save_split_table(frame: pd.DataFrame, path: str | Path, root: str | Path | N
     return path
 
 
+def require_values(frame: pd.DataFrame, columns: Sequence[str], path: str | Path) -> None:
+    """Refuse empty cells: a missing path or pid cannot be guessed, and pandas would fail far from the file."""
+    for name in columns:
+        empty = frame.index[frame[name].isna()]
+        if len(empty):
+            raise ValueError(f"{path}: column {name!r} has {len(empty)} empty value(s) (rows {empty[:3].tolist()})")
+
+
+def require_integers(frame: pd.DataFrame, columns: Sequence[str], path: str | Path) -> None:
+    """Refuse non-integral ids: astype would truncate 1.5 to 1 without a word."""
+    for name in columns:
+        column = frame[name]
+        if not pd.api.types.is_integer_dtype(column):
+            numeric = pd.to_numeric(column, errors="coerce")
+            bad = column[numeric.isna() | (numeric != numeric.round())]
+            if len(bad):
+                raise ValueError(f"{path}: column {name!r} must hold integers ({SCHEMA_DOC}); it is "
+                                 f"{column.dtype} with values such as {bad.head(3).tolist()} "
+                                 f"(rows {bad.index[:3].tolist()})")
+
+
 def load_split_table(path: str | Path, root: str | Path | None = None) -> pd.DataFrame:
     """Read a table written by :func:`save_split_table`, check its columns, make its paths absolute.
 
@@ -206,16 +239,18 @@ def load_split_table(path: str | Path, root: str | Path | None = None) -> pd.Dat
     missing = [name for name in COLUMNS if name not in frame.columns]
     if missing:
         raise ValueError(f"{path} is not a split table: missing columns {missing}; expected {SCHEMA_DOC}")
-    for name, dtype in COLUMNS.items():  # astype would truncate 1.5 to 1 without a word
-        column = frame[name]
-        if dtype == "int64" and not pd.api.types.is_integer_dtype(column):
-            numeric = pd.to_numeric(column, errors="coerce")
-            bad = column[numeric.isna() | (numeric != numeric.round())]
-            if len(bad):
-                raise ValueError(f"{path}: column {name!r} must hold integers ({SCHEMA_DOC}); it is "
-                                 f"{column.dtype} with values such as {bad.head(3).tolist()} "
-                                 f"(rows {bad.index[:3].tolist()})")
+    require_values(frame, list(COLUMNS), path)
+    require_integers(frame, [name for name, dtype in COLUMNS.items() if dtype == "int64"], path)
     frame = frame.astype(COLUMNS)[list(COLUMNS)]
+    unknown = frame[~frame["split"].isin(SPLITS)]
+    if len(unknown):
+        raise ValueError(f"{path}: column 'split' must be one of {list(SPLITS)}; rows {unknown.index[:3].tolist()} "
+                         f"say {sorted(set(unknown['split']))[:3]}")
+    wrong = frame.index[frame["label"] != relabel(frame)]
+    if len(wrong):  # cross-entropy would index past its classes, or train on swapped identities
+        raise ValueError(f"{path}: column 'label' must number the train identities 0..r-1 in pid order and be -1 "
+                         f"elsewhere; rows {wrong[:3].tolist()} do not (edited by hand? write the table again with "
+                         "fmn inspect)")
     relative = frame["path"].tolist()
     base = resolve_image_root(path, table.schema.metadata, relative, root)
     if base is not None:

@@ -15,6 +15,8 @@ starting weights (theta_o, Algorithm 1) rather than from the fine-tuned GRN.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +71,8 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise ValueError naming the first field whose value cannot work."""
-        problems = []
+        problems = [f"{f.name}={getattr(self, f.name)}: must be a finite number" for f in dataclasses.fields(self)
+                    if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
         if self.arch not in ARCHITECTURES:
             problems.append(f"arch={self.arch!r}: expected one of {sorted(ARCHITECTURES)}")
         elif self.masked_layer not in maskable_layers(self.arch):
@@ -89,7 +92,9 @@ class TrainConfig:
         for name in ("batch_size", "checkpoint_every", "mask_cell"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
-        for name in ("stage1_epochs", "stage2_epochs", "crop_pad", "decode_workers"):
+        # 0 epochs is allowed here: bench/ablation.py wraps a GRN in an untrained stage 2 to score it alone
+        for name in ("stage1_epochs", "stage2_epochs", "crop_pad", "decode_workers", "stage1_lr_drop_epoch",
+                     "stage2_lr_drop_epoch"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)}: must not be negative")
         for name in ("stage1_lr", "stage2_lr", "lr_gamma"):
@@ -100,6 +105,8 @@ class TrainConfig:
                 problems.append(f"{name}={getattr(self, name)}: must lie in [0, 1]")
         if self.margin < 0 or self.rank_weight < 0 or self.weight_decay < 0:
             problems.append("margin, rank_weight and weight_decay must not be negative")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            problems.append(f"device={self.device!r}: expected auto, cpu, cuda, cuda:N or mps")
         if problems:
             raise ValueError("invalid training configuration: " + "; ".join(problems))
         return self

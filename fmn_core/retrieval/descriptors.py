@@ -43,6 +43,8 @@ from fmn_core.data.schema import (
     common_image_root,
     image_root_metadata,
     relative_image_paths,
+    require_integers,
+    require_values,
     resolve_image_root,
 )
 from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
@@ -101,7 +103,12 @@ class DescriptorTable:
             raise ValueError(f"descriptor tables come from different models (hashes {sorted(hashes)}): their "
                              "distances mean nothing; extract every table with the same checkpoint")
         roots = {t.image_root for t in tables}
-        return cls(pd.concat([t.meta for t in tables], ignore_index=True),
+        meta = pd.concat([t.meta for t in tables], ignore_index=True)
+        twice = meta[meta.duplicated(["path", "split"])]
+        if len(twice):  # a table given twice, or rows repeated: every metric would count them twice
+            raise ValueError(f"{len(twice)} image(s) appear twice in the same split, e.g. {twice.path.iloc[0]} "
+                             f"({twice.split.iloc[0]}); give each descriptor table once")
+        return cls(meta,
                    {k: np.concatenate([t.features[k] for t in tables]) for k in kinds[0]}, tables[0].alpha,
                    roots.pop() if len(roots) == 1 else None, hashes.pop() if hashes else None)
 
@@ -163,10 +170,17 @@ class DescriptorTable:
         if missing:
             raise ValueError(f"{path} is not a descriptor table: missing columns {missing}")
         meta = table.select(list(META_COLUMNS)).to_pandas()
+        require_values(meta, list(META_COLUMNS), path)
+        require_integers(meta, [name for name in META_COLUMNS if name in ("pid", "camid")], path)
         features = {}
         for kind in DESCRIPTOR_KINDS:
             if kind in table.column_names:
                 column = table.column(kind).combine_chunks()
+                if not (pa.types.is_fixed_size_list(column.type) and pa.types.is_floating(column.type.value_type)):
+                    raise ValueError(f"{path}: column {kind!r} must hold one fixed-width float descriptor per row "
+                                     f"(fixed_size_list<float32, D>, as fmn extract writes), not {column.type}")
+                if column.null_count:
+                    raise ValueError(f"{path}: column {kind!r} has {column.null_count} empty row(s)")
                 width = column.type.list_size
                 features[kind] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
         if not features:
@@ -280,6 +294,10 @@ def load_descriptor_model(checkpoint: str | Path | FeatureMaskNetwork) -> Descri
     if state["stage"] != 2:
         raise ValueError(f"{checkpoint} is a stage-{state['stage']} checkpoint; descriptors need the trained FMN "
                          "(stage 2, fmn.pt), which holds both the GRN and the LAN")
+    if not state["complete"]:
+        raise ValueError(f"{checkpoint} is a partial checkpoint (epoch {state['epoch']} of "
+                         f"{state['config'].get('stage2_epochs', '?')}, kept to resume training); use the finished "
+                         "fmn.pt")
     return DescriptorModel(model_from_checkpoint(state, source=str(checkpoint)),
                            float(state["config"].get("alpha", 0.5)), weights_fingerprint(state["model"]))
 
