@@ -320,6 +320,36 @@ def _asset_config_out_of_range(folder: Path) -> str:
     return "\n".join(f"{e.message}\n{e.cause.message if e.cause else ''}" for e in errors)
 
 
+def _export_api_opset(folder: Path) -> str:
+    from fmn_core.export import export_onnx
+
+    try:
+        export_onnx(folder / "fmn.pt", folder / "m.onnx", opset=5)
+    except ValueError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def _missing_gpu(folder: Path) -> str:
+    from fmn_core.retrieval.descriptors import resolve_device
+
+    try:
+        resolve_device("cuda:99")
+    except ValueError as exc:
+        return str(exc)
+    return "accepted"
+
+
+def _malformed_checkpoint(folder: Path) -> str:
+    from fmn_core.engine.checkpoint import FORMAT, REQUIRED_KEYS
+
+    state = {key: None for key in REQUIRED_KEYS}
+    torch.save({**state, "format": FORMAT, "model": {"w": [1, 2]}}, folder / "odd.pt")
+    manifest(folder, [])
+    return _cli("extract", "--dataset", "custom", "--root", "{folder}", "--checkpoint", "{folder}/odd.pt",
+                "--out", "{folder}/d.parquet")(folder)
+
+
 CASES = [
     Case("empty folder", _reader("market1501", lambda f: (f / "empty").mkdir() or f / "empty"),
          "bounding_box_train"),
@@ -420,6 +450,16 @@ CASES = [
         "train-stage1", "--dataset", "custom", "--root", "{folder}", "--out", "{folder}/manifest.csv")(f))[1],
         "is a file; give the folder"),
     Case("asset config out of range (k1 = 0)", _asset_config_out_of_range, "k1\n  Input should be greater than"),
+    Case("export_onnx called with opset 5", _export_api_opset, "opset must be from 18 to"),
+    Case("a CUDA device this machine lacks", _missing_gpu, "usable CUDA device(s); use --device cpu"),
+    Case("a folder given as --checkpoint", lambda f: (manifest(f, []), _cli(
+        "extract", "--dataset", "custom", "--root", "{folder}", "--checkpoint", "{folder}/imgs", "--out",
+        "{folder}/d.parquet")(f))[1], "is a folder; give the checkpoint file"),
+    Case("a checkpoint with fmn's tag but a malformed body", _malformed_checkpoint,
+         "is malformed: config is NoneType, expected dict"),
+    Case("--set seed beyond 64 bits", _cli("train-stage1", "--splits", "x.parquet", "--set",
+                                           "seed=99999999999999999999", "--out", "{folder}/run"),
+         "must lie in 0..2**63-1"),
 ]
 
 

@@ -75,6 +75,8 @@ def _first_sentence(exc: Exception) -> str:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load with ``weights_only=True``; any damage becomes a :class:`CheckpointError` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path} is a folder; give the checkpoint file in it (grn.pt or fmn.pt)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
@@ -89,6 +91,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [key for key in REQUIRED_KEYS if key not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {missing}")
+    shapes = {"config": dict, "model": dict, "label_map": dict, "stage": int, "epoch": int, "num_classes": int}
+    wrong = [f"{key} is {type(state[key]).__name__}, expected {kind.__name__}" for key, kind in shapes.items()
+             if not isinstance(state[key], kind)]
+    if not wrong and not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        wrong.append("model holds values that are not tensors")
+    if wrong:  # written by something else under our format tag, or edited
+        raise CheckpointError(f"checkpoint {path} is malformed: {'; '.join(wrong)}")
     return state
 
 

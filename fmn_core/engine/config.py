@@ -105,6 +105,8 @@ class TrainConfig:
                 problems.append(f"{name}={getattr(self, name)}: must lie in [0, 1]")
         if self.margin < 0 or self.rank_weight < 0 or self.weight_decay < 0:
             problems.append("margin, rank_weight and weight_decay must not be negative")
+        if not 0 <= self.seed < 2**63:
+            problems.append(f"seed={self.seed}: must lie in 0..2**63-1")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             problems.append(f"device={self.device!r}: expected auto, cpu, cuda, cuda:N or mps")
         if problems:

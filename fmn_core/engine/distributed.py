@@ -37,7 +37,7 @@ def resolve_device(requested: str, context: DistContext) -> torch.device:
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"device {requested!r} was requested but CUDA is not available on this machine")
+            raise ValueError(f"device {requested!r} was requested but CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)

@@ -155,9 +155,12 @@ def parity_check(onnx_path: Path, graph: DescriptorGraph, pixels: torch.Tensor, 
     images = normalize(pixels)
     with torch.inference_mode():
         reference = [t.numpy() for t in graph(images)]
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     feed = images.numpy()
-    onnx_out = run_onnx(session, graph.outputs, feed, batch_size)
+    try:  # onnxruntime's errors derive from Exception only; say which step failed
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        onnx_out = run_onnx(session, graph.outputs, feed, batch_size)
+    except Exception as exc:
+        raise RuntimeError(f"onnxruntime cannot run the exported graph ({type(exc).__name__}: {exc})") from exc
     max_abs = {name: float(np.abs(ref - got).max()) for name, ref, got in zip(graph.outputs, reference, onnx_out,
                                                                                strict=True)}
     identical, consistent = _ranking_agreement(reference[0], onnx_out[0], queries)
@@ -180,6 +183,13 @@ def export_onnx(checkpoint: str | Path | FeatureMaskNetwork, out: str | Path, *,
         raise ValueError(f"outputs must be a non-empty subset of {DESCRIPTOR_KINDS}, got {list(outputs)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    import onnx
+
+    if not DEFAULT_OPSET <= opset <= onnx.defs.onnx_opset_version():  # torch's exporter writes 18 and newer
+        raise ValueError(f"opset must be from {DEFAULT_OPSET} to {onnx.defs.onnx_opset_version()} (the newest the "
+                         f"installed onnx knows), got {opset}")
+    if not (tolerance >= 0 and np.isfinite(tolerance)):
+        raise ValueError(f"tolerance must be a finite number of at least 0, got {tolerance}")
     loaded = load_descriptor_model(checkpoint)
     model = loaded.model.float().eval()
     graph = DescriptorGraph(model, loaded.alpha, outputs).eval()

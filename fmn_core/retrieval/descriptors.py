@@ -303,6 +303,16 @@ def load_descriptor_model(checkpoint: str | Path | FeatureMaskNetwork) -> Descri
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' picks CUDA when present; an explicit device that this machine lacks is an error saying so."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N ({exc})") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} usable CUDA device(s); use --device cpu "
+                             "or auto")
+    return chosen
