@@ -204,8 +204,7 @@ def _export(args: argparse.Namespace) -> int:
     check_output(args.out, [args.checkpoint, args.splits], "ONNX model")
     images = parity_images(_load_table(args)) if (args.splits or args.dataset) else None
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
-                         batch_size=args.batch_size, outputs=list(dict.fromkeys(args.outputs)),
-                         tolerance=args.tolerance, images=images,
+                         batch_size=args.batch_size, outputs=args.outputs, tolerance=args.tolerance, images=images,
                          queries=max(1, min(8, len(images) - 1)) if images else None)
     parity = result.parity
     print(f"parity on {parity.images} {'dataset' if images else 'fixed synthetic'} images: max abs difference "
@@ -273,15 +272,15 @@ def _tolerance(text: str) -> float:
 
 
 def _opset(text: str) -> int:
-    import onnx
+    from fmn_core.export.onnx_export import supported_opsets
 
-    newest = onnx.defs.onnx_opset_version()
+    opsets = supported_opsets()
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if not 18 <= value <= newest:  # torch's exporter writes 18 and newer; onnx knows up to `newest`
-        raise argparse.ArgumentTypeError(f"expected an opset from 18 to {newest}, got {text!r}")
+    if value not in opsets:
+        raise argparse.ArgumentTypeError(f"expected an opset from {opsets.start} to {opsets.stop - 1}, got {text!r}")
     return value
 
 

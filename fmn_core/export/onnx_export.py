@@ -167,6 +167,13 @@ def parity_check(onnx_path: Path, graph: DescriptorGraph, pixels: torch.Tensor, 
     return ParityReport(max_abs, tolerance, len(feed), queries, len(feed) - queries, identical, consistent)
 
 
+def supported_opsets() -> range:
+    """Opsets an export may ask for: torch's exporter writes 18 and newer, the installed onnx knows up to its own."""
+    import onnx
+
+    return range(DEFAULT_OPSET, onnx.defs.onnx_opset_version() + 1)
+
+
 def export_onnx(checkpoint: str | Path | FeatureMaskNetwork, out: str | Path, *, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = False, batch_size: int = 1, outputs: Sequence[str] = ("fmn",),
                 tolerance: float = 1e-4, images: Sequence[ImageLike] | None = None,
@@ -183,11 +190,10 @@ def export_onnx(checkpoint: str | Path | FeatureMaskNetwork, out: str | Path, *,
         raise ValueError(f"outputs must be a non-empty subset of {DESCRIPTOR_KINDS}, got {list(outputs)}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    import onnx
-
-    if not DEFAULT_OPSET <= opset <= onnx.defs.onnx_opset_version():  # torch's exporter writes 18 and newer
-        raise ValueError(f"opset must be from {DEFAULT_OPSET} to {onnx.defs.onnx_opset_version()} (the newest the "
-                         f"installed onnx knows), got {opset}")
+    opsets = supported_opsets()
+    if opset not in opsets:
+        raise ValueError(f"opset must be from {opsets.start} to {opsets.stop - 1} (the newest the installed onnx "
+                         f"knows), got {opset}")
     if not (tolerance >= 0 and np.isfinite(tolerance)):
         raise ValueError(f"tolerance must be a finite number of at least 0, got {tolerance}")
     loaded = load_descriptor_model(checkpoint)
