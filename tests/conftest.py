@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
@@ -49,3 +50,43 @@ def pytest_collection_modifyitems(config, items) -> None:
                 item.add_marker(pytest.mark.timeout(INTEGRATION_TIMEOUT_S))
         else:
             item.add_marker(pytest.mark.unit)
+
+
+#: Children that Python itself keeps for the life of the test process: multiprocessing's resource tracker
+#: (started by the first "spawn" pool or semaphore) and a forkserver, if one was started. Not leaks.
+_INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+LEFTOVER_GRACE_S = 10.0
+
+
+def _leftover_children() -> list[psutil.Process]:
+    leftovers = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+            if child.status() == psutil.STATUS_ZOMBIE or any(h in command for h in _INTERPRETER_HELPERS):
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        leftovers.append(child)
+    return leftovers
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_process_left_behind(request):
+    """After each test module, no child of the test run may remain: a leaked worker, server or daemon shows
+    here, named by its command line, instead of as a hang or a full machine later. Leftovers are killed so
+    the next module starts clean."""
+    yield
+    _, alive = psutil.wait_procs(_leftover_children(), timeout=LEFTOVER_GRACE_S)
+    if not alive:
+        return
+    described = []
+    for child in alive:
+        try:
+            described.append(f"pid {child.pid}: {' '.join(child.cmdline()) or child.name()}")
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue
+    if described:
+        pytest.fail(f"{request.module.__name__} left {len(described)} process(es) running "
+                    f"(killed now):\n  " + "\n  ".join(described), pytrace=False)

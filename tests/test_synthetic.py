@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -124,6 +128,64 @@ def test_two_workers_give_identical_output(tiny, tmp_path):
     summary = generate_synthetic(parallel, "tiny", workers=2)
     assert summary.workers == 2
     assert file_hashes(parallel) == file_hashes(root)
+
+
+#: Run in a child interpreter, so that a deadlocked generation is a failed test, not a hung suite.
+HAZARD_SCRIPT = """
+import logging, sys, threading, time
+from tqdm import tqdm
+from fmn_core.data.synthetic import generate_synthetic
+
+if __name__ == "__main__":
+    bar = tqdm(total=10, file=sys.stderr)  # starts tqdm's monitor thread
+    release = threading.Event()
+
+    class StalledHandler(logging.Handler):
+        def emit(self, record):  # called with the handler's lock held, as a log shipper that stalls
+            release.wait()
+
+    log = logging.getLogger("stalled")
+    log.addHandler(StalledHandler())
+    log.propagate = False
+    threads = [threading.Thread(target=log.warning, args=("held",), daemon=True),
+               threading.Thread(target=sys.stdin.readline, daemon=True)]  # blocked in a read, holding stdin's lock
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    summary = generate_synthetic(sys.argv[1], "tiny", workers=2)
+    release.set()
+    bar.close()
+    print("workers", summary.workers)
+"""
+HAZARD_TIMEOUT_S = 180
+
+
+def test_two_workers_ignore_locks_held_by_the_callers_threads(tiny, tmp_path):
+    """Threads of the caller that hold locks (tqdm's monitor, a stalled logging call, a read of stdin) must not
+    reach the workers: with forked workers this hung for good (each copy of the caller waited on stdin's lock)."""
+    root, _, _ = tiny
+    script = tmp_path / "hazard.py"
+    script.write_text(HAZARD_SCRIPT)
+    out = tmp_path / "parallel"
+    stdin_read, stdin_write = os.pipe()  # held open and never written: the child's read of stdin blocks
+    log = tmp_path / "hazard.log"
+    try:
+        with log.open("w") as output:
+            process = subprocess.Popen([sys.executable, str(script), str(out)], stdin=stdin_read, stdout=output,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                process.wait(timeout=HAZARD_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)  # the workers too: they share the child's process group
+                process.wait()
+                pytest.fail(f"generation with 2 workers under lock-holding threads did not end in "
+                            f"{HAZARD_TIMEOUT_S} s")
+    finally:
+        os.close(stdin_read)
+        os.close(stdin_write)
+    assert process.returncode == 0, log.read_text()
+    assert "workers 2" in log.read_text()
+    assert file_hashes(out) == file_hashes(root)
 
 
 def test_groups_share_global_look_and_differ_locally(tiny):

@@ -54,8 +54,7 @@ def synthetic_dataset(context: dg.AssetExecutionContext, config: SyntheticDatase
     root = paths.dataset_root("synthetic")
     with paths.exclusive("synthetic", "synthetic_dataset"):
         preset = dataclasses.replace(SYNTHETIC_PRESETS[config.preset.value], seed=config.seed)
-        # one worker: a step runs threads (Dagster's, PyTorch's), and forking worker processes from it can deadlock;
-        # the small preset takes seconds on one core
+        # one worker: the small preset takes seconds on one core, less than starting spawned workers would cost
         summary = generate_synthetic(root, preset, workers=1, overwrite=True)
         context.log.info(f"synthetic dataset at {root}: {'reused' if summary.reused else 'generated'} "
                          f"{summary.total_files} files")

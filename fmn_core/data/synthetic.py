@@ -60,6 +60,7 @@ import math
 import multiprocessing
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -1030,10 +1031,16 @@ def _render_all(config: SyntheticConfig, plan: _Plan, out_dir: Path, workers: in
         return _render_jobs(_Renderer(config, plan.identities), plan.jobs, out_dir)
     size = max(16, min(256, len(plan.jobs) // (4 * workers)))
     rows: list[list[Any]] = []
-    # The platform's default start method (fork on Linux): call this with workers > 1 only from a process that
-    # runs no other threads yet, since a forked child can deadlock on a lock some thread held at the fork.
-    with multiprocessing.get_context().Pool(workers, _init_worker, (config, plan.identities)) as pool:
-        for part in pool.imap_unordered(_work, [(chunk, str(out_dir)) for chunk in _chunks(plan.jobs, size)]):
+    # "spawn": every worker is a fresh interpreter. A forked worker is a copy of the caller, taken while the
+    # caller's other threads (PyTorch's, tqdm's monitor, a logging or stdin thread) may hold a lock; the copy
+    # waits on that lock forever. ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (at start-up
+    # included) raises BrokenProcessPool instead of being replaced again and again while the caller waits.
+    # Workers import this module by name, so the caller's __main__ needs the usual `if __name__ == "__main__"`.
+    context = multiprocessing.get_context("spawn")
+    tasks = [(chunk, str(out_dir)) for chunk in _chunks(plan.jobs, size)]
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                             initargs=(config, plan.identities)) as pool:
+        for part in pool.map(_work, tasks):
             rows.extend(part)
     return rows
 
