@@ -37,7 +37,7 @@ from fmn_core.data.loading import ImageCache
 from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.engine import TrainConfig, preset, train_stage1, train_stage2
 from fmn_core.retrieval import DescriptorTable, extract_descriptors
-from fmn_core.retrieval.results import evaluate_descriptors, format_mean_std
+from fmn_core.retrieval.results import evaluate_descriptors, format_mean_std, mean_std
 
 ROOT = Path(__file__).resolve().parent.parent
 STAGE2_VARIANTS: dict[str, dict] = {
@@ -63,11 +63,30 @@ def _with_alpha(table: DescriptorTable, alpha: float) -> DescriptorTable:
     return DescriptorTable(table.meta, {"fmn": fmn}, alpha)
 
 
-def _evaluate(checkpoint: Path, table, cache: ImageCache, rerank: bool, alphas: list[float]) -> dict:
+def parse_rerank(text: str) -> tuple[int, int, float]:
+    """``"k1,k2,lambda"`` -> (k1, k2, lambda)."""
+    try:
+        k1, k2, lambda_value = text.split(",")
+        return int(k1), int(k2), float(lambda_value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected k1,k2,lambda such as 20,6,0.3, got {text!r}") from None
+
+
+def rerank_row(params: tuple[int, int, float]) -> str:
+    return "FMN + re-ranking (k1={}, k2={}, lambda={})".format(*params)
+
+
+def _evaluate(checkpoint: Path, table, cache: ImageCache, rerank: bool, alphas: list[float],
+              rerank_grid: tuple[tuple[int, int, float], ...] = (), keep: Path | None = None) -> dict:
     descriptors, _ = extract_descriptors(checkpoint, table, cache=cache, progress=False, device="cpu")
+    if keep is not None:  # g and l of every test image, so later analyses need no retraining
+        descriptors.save(keep)
     rows = _scores(evaluate_descriptors(descriptors, rerank=rerank))
     for alpha in alphas:
         rows[f"FMN alpha={alpha}"] = _scores(evaluate_descriptors(_with_alpha(descriptors, alpha)))["FMN"]
+    for k1, k2, lambda_value in rerank_grid:
+        scored = evaluate_descriptors(descriptors, rerank=True, k1=k1, k2=k2, lambda_value=lambda_value)
+        rows[rerank_row((k1, k2, lambda_value))] = _scores(scored)["FMN + re-ranking"]
     return rows
 
 
@@ -110,7 +129,9 @@ def run_seed(seed: int, args: argparse.Namespace, table, train_cache: ImageCache
             result = train_stage2(table, config.replace(**overrides), grn_file, folder, progress=False,
                                   cache=train_cache)
             scores = _evaluate(result.checkpoint, table, test_cache, rerank=name == "fmn",
-                               alphas=args.alphas if name == "fmn" else [])
+                               alphas=args.alphas if name == "fmn" else [],
+                               rerank_grid=tuple(args.rerank) if name == "fmn" else (),
+                               keep=folder / "test_descriptors.parquet")
             return {"scores": scores, "mask": result.diagnostics, "history": result.history}
 
         _log(f"seed {seed}: stage 2 '{name}' {overrides or ''}")
@@ -149,8 +170,48 @@ TABLE_ROWS = [
 ]
 
 
-def summarise(per_seed: dict[int, dict], masked_layers: list[str]) -> tuple[list[dict], str]:
+#: (label, variant, other variant, score row): per-seed paired differences, variant minus other, on the same GRN
+PAIRED_ROWS = [
+    ("LAN: learned mask minus constant mask", "fmn", "constant_mask", "LAN"),
+    ("FMN: learned mask minus constant mask", "fmn", "constant_mask", "FMN"),
+    ("FMN minus GRN (same seed)", "fmn", "fmn", ("FMN", "GRN")),
+    ("FMN minus compute-matched GRN", "fmn", "grn_long", ("FMN", "GRN")),
+]
+
+
+def paired_differences(per_seed: dict[int, dict]) -> tuple[list[dict], str]:
+    """Per-seed differences with their mean, std and standard error (std / sqrt(seeds)): the paired comparison
+    removes the seed's shared GRN from the noise."""
+    table, lines = [], ["| difference (points) | rank-1 | mAP | seeds | per seed (rank-1 / mAP) |",
+                        "|---|---:|---:|---:|---|"]
+    for label, variant, other, score_row in PAIRED_ROWS:
+        mine, theirs = score_row if isinstance(score_row, tuple) else (score_row, score_row)
+        diffs = {m: [] for m in METRICS}
+        seeds = []
+        for seed, results in per_seed.items():
+            try:
+                a, b = results[variant]["scores"][mine], results[other]["scores"][theirs]
+            except KeyError:
+                continue
+            seeds.append(seed)
+            for m in METRICS:
+                diffs[m].append(a[m] - b[m])
+        if not seeds:
+            continue
+        cells = []
+        for m in METRICS:
+            mean, std = mean_std(diffs[m])
+            cells.append(f"{mean:+.2f} ± {std / len(seeds) ** 0.5:.2f}")
+        per = ", ".join(f"{r:+.2f} / {a:+.2f}" for r, a in zip(diffs["rank1"], diffs["mAP"], strict=True))
+        table.append({"row": label, "seeds": seeds, **{m: diffs[m] for m in METRICS}})
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} | {len(seeds)} | {per} |")
+    return table, "\n".join(lines) + "\n\nmean ± standard error over seeds"
+
+
+def summarise(per_seed: dict[int, dict], masked_layers: list[str],
+              rerank_grid: tuple[tuple[int, int, float], ...] = ()) -> tuple[list[dict], str]:
     rows = list(TABLE_ROWS) + [(f"FMN, mask on {layer} (Table 5)", f"mask_{layer}", "FMN") for layer in masked_layers]
+    rows += [(rerank_row(params), "fmn", rerank_row(params)) for params in rerank_grid]
     table, lines = [], ["| row | rank-1 | mAP | mask variation | seeds |", "|---|---:|---:|---:|---:|"]
     for label, variant, score_row in rows:
         found = [seed_results[variant] for seed_results in per_seed.values() if variant in seed_results]
@@ -191,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"which runs: {[*STAGE2_VARIANTS, 'mask_layers', 'grn_long']}")
     parser.add_argument("--masked-layers", nargs="*", default=["res3"], help="Table 5 rows besides the recipe's")
     parser.add_argument("--alphas", type=float, nargs="*", default=[0.3, 0.7])
+    parser.add_argument("--rerank", type=parse_rerank, nargs="*", default=[], metavar="K1,K2,LAMBDA",
+                        help="re-ranking settings scored besides the paper's 20,6,0.3 (e.g. 4,2,0.3 for CUHK01's "
+                             "two gallery images per identity)")
+    parser.add_argument("--reader-option", action="append", default=[], metavar="NAME=INT",
+                        help="an option of the dataset's reader, e.g. split_id=1 or validation_identities=100 "
+                             "(cuhk01)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ablation"))
     args = parser.parse_args(argv)
 
@@ -201,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.dataset == "synthetic" and not root.exists():
         _log(f"generating the synthetic '{args.synthetic_preset}' dataset into {root}")
         generate_synthetic(root, args.synthetic_preset)
-    table = read_dataset(args.dataset, root).table
+    reader_options = {}
+    for option in args.reader_option:
+        name, _, value = option.partition("=")
+        reader_options[name] = int(value)
+    table = read_dataset(args.dataset, root, **reader_options).table
     train = table[table["split"] == "train"]
     test = table[table["split"].isin(["query", "gallery"])].reset_index(drop=True)
     _log(f"{args.dataset}: {len(train)} training images, {len(test)} query + gallery images; "
@@ -212,9 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     start, per_seed = time.perf_counter(), {}
     for seed in args.seeds:
         per_seed[seed] = run_seed(seed, args, table, train_cache, test_cache, base)
-        _, markdown = summarise(per_seed, args.masked_layers)
+        _, markdown = summarise(per_seed, args.masked_layers, tuple(args.rerank))
         print(markdown, flush=True)
-    rows, markdown = summarise(per_seed, args.masked_layers)
+    rows, markdown = summarise(per_seed, args.masked_layers, tuple(args.rerank))
+    paired, paired_markdown = paired_differences(per_seed)
+    markdown += "\n\n" + paired_markdown
     header = (f"Ablations on {args.dataset} ({root}), recipe '{args.preset}' {args.set or ''}, seeds {args.seeds}; "
               f"{machine()}; {time.perf_counter() - start:.0f} s.")
     out = Path(args.out)
@@ -222,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "ablation.md").write_text(header + "\n\n" + markdown + "\n")
     (out / "ablation.json").write_text(json.dumps({
         "dataset": args.dataset, "root": str(root), "preset": args.preset, "overrides": args.set,
+        "reader_options": reader_options, "rerank_grid": args.rerank, "paired": paired,
         "config": base.to_dict(), "seeds": args.seeds, "machine": machine(), "platform": platform.platform(),
         "rows": rows, "per_seed": {str(k): v for k, v in per_seed.items()}}, indent=1))
     print(header)

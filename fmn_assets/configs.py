@@ -69,6 +69,8 @@ class DatasetSplitsConfig(dg.Config):
     root: str = Field("", description="dataset folder (custom: the manifest CSV); empty = data/<partition>")
     check_images: ImageCheckMode = Field(ImageCheckMode.header, description="how the reader checks image files")
     strict: bool = Field(True, description="fail on dataset errors (train/test overlap, empty split)")
+    split_id: int = Field(0, ge=0, description="cuhk01 only: 0 = the fixed sorted 485/486 split, 1.. = seeded "
+                                               "random splits")
 
 
 class GRNTrainingConfig(dg.Config):

@@ -7,7 +7,8 @@ import dagster as dg
 from fmn_core.data import DATASET_READERS
 
 #: The synthetic default first; the rest in the order the paper reports them.
-DATASETS: tuple[str, ...] = ("synthetic", "market1501", "cuhk03_detected", "cuhk03_labeled", "dukemtmc_reid", "custom")
+DATASETS: tuple[str, ...] = ("synthetic", "market1501", "cuhk01", "cuhk03_detected", "cuhk03_labeled", "dukemtmc_reid",
+                             "custom")
 assert set(DATASETS) == set(DATASET_READERS), "every reader needs a partition"
 
 dataset_partitions = dg.StaticPartitionsDefinition(list(DATASETS))

@@ -23,11 +23,13 @@ from fmn_core.data.schema import COLUMNS, SPLITS
 OFFICIAL_COUNTS: dict[str, dict[str, int]] = {
     "market1501": {"train": 12936, "query": 3368, "gallery": 19732},
     "dukemtmc_reid": {"train": 16522, "query": 2228, "gallery": 17661},
+    # 485 training identities x 4 images; 486 test identities x 2 camera-A queries and 2 camera-B gallery images
+    "cuhk01": {"train": 1940, "query": 972, "gallery": 972},
     "cuhk03_detected": {"train": 7365, "query": 1400, "gallery": 5332},
     "cuhk03_labeled": {"train": 7368, "query": 1400, "gallery": 5328},
 }
 #: Cameras per dataset (camid is 0-based); CUHK03-NP records the view within a camera pair.
-CAMERAS: dict[str, int] = {"synthetic": 6, "market1501": 6, "dukemtmc_reid": 8, "cuhk03_detected": 2,
+CAMERAS: dict[str, int] = {"synthetic": 6, "market1501": 6, "dukemtmc_reid": 8, "cuhk01": 2, "cuhk03_detected": 2,
                            "cuhk03_labeled": 2}
 MAX_EXAMPLES = 5
 

@@ -2,6 +2,7 @@
 
     fmn generate --preset small data/synthetic      # write the synthetic Market-style dataset
     fmn inspect market1501 /data/Market-1501        # read a dataset, print its report, save the split table
+    fmn inspect cuhk01 /data/CUHK01/campus --split-id 0   # CUHK01, 485/486 identities
     fmn train-stage1 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo
     fmn train-stage2 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo \
         --grn runs/demo/grn.pt
@@ -39,7 +40,8 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.out:
         manifest = args.root / "manifest.csv" if args.root.is_dir() else args.root
         check_output(args.out, [args.root, manifest], "split table")
-    loaded = read_dataset(args.dataset, args.root, check_images=args.check_images, strict=not args.lenient)
+    loaded = read_dataset(args.dataset, args.root, check_images=args.check_images, strict=not args.lenient,
+                          **_reader_options(args))
     print(loaded.report)
     if args.out:
         print(f"split table written to {loaded.save(args.out)}")
@@ -121,7 +123,7 @@ def _load_table(args: argparse.Namespace):
         return load_split_table(args.splits, root=args.root)
     if not (args.dataset and args.root):
         raise ValueError("give either --splits (a saved split table) or --dataset and --root")
-    loaded = read_dataset(args.dataset, args.root)
+    loaded = read_dataset(args.dataset, args.root, **_reader_options(args))
     for finding in loaded.report.findings:  # what the reader skipped must not vanish without a word
         if finding.severity != "info":
             print(f"warning: {finding.kind}: {finding.message} (count={finding.count}), e.g. "
@@ -251,6 +253,16 @@ def _search(args: argparse.Namespace) -> int:
 MAX_PICTURE_COLUMNS = 20
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 0, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -284,10 +296,24 @@ def _opset(text: str) -> int:
     return value
 
 
+def _reader_options(args: argparse.Namespace) -> dict:
+    """Options only some readers take (CUHK01's split), refused by name for the others."""
+    options = {"split_id": args.split_id} if getattr(args, "split_id", None) is not None else {}
+    if options and args.dataset != "cuhk01":
+        raise ValueError(f"--split-id chooses a CUHK01 split; dataset '{args.dataset}' has one fixed split")
+    return options
+
+
+def _add_split_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--split-id", type=_non_negative_int, default=None,
+                        help="cuhk01: 0 = the fixed sorted 485/486 split (default), 1.. = seeded random splits")
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASET_READERS), help="dataset name (with --root)")
     parser.add_argument("--root", type=Path, help="dataset root (with --splits: where a moved dataset is now)")
     parser.add_argument("--splits", type=Path, help="a saved split table instead of --dataset/--root")
+    _add_split_id(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,6 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--check-images", choices=CHECK_MODES, default="header")
     inspect.add_argument("--lenient", action="store_true", help="report errors instead of failing on them")
     inspect.add_argument("--out", type=Path, help="write the split table here (Parquet)")
+    _add_split_id(inspect)
     inspect.set_defaults(func=_inspect)
 
     for name, text in (("train-stage1", "stage 1: fine-tune the GRN (Algorithm 1, lines 1-2)"),

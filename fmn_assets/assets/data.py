@@ -24,6 +24,7 @@ LAYOUT_HINTS = {
     "market1501": "the Market-1501 folders bounding_box_train/, query/, bounding_box_test/",
     "dukemtmc_reid": "the DukeMTMC-reID folders bounding_box_train/, query/, bounding_box_test/ "
                      "(never downloaded by this project: the dataset was withdrawn)",
+    "cuhk01": "the CUHK01 campus/ folder (images 0001001.png ... 0971004.png)",
     "cuhk03_detected": "cuhk-03.mat and cuhk03_new_protocol_config_detected.mat",
     "cuhk03_labeled": "cuhk-03.mat and cuhk03_new_protocol_config_labeled.mat",
     "custom": "manifest.csv with columns path,pid,camid,split",
@@ -132,7 +133,12 @@ def dataset_splits(context: dg.AssetExecutionContext, config: DatasetSplitsConfi
                             f"dataset there, or set `root` in the config of dataset_splits.",
                 metadata={"expected_location": dg.MetadataValue.path(str(root))})
         try:
-            loaded = read_dataset(dataset, root, check_images=config.check_images.value, strict=config.strict)
+            if config.split_id and dataset != "cuhk01":
+                raise dg.Failure(allow_retries=False, description=f"split_id={config.split_id} chooses a CUHK01 "
+                                 f"split; dataset '{dataset}' has one fixed split: leave split_id at 0")
+            options = {"split_id": config.split_id} if dataset == "cuhk01" else {}
+            loaded = read_dataset(dataset, root, check_images=config.check_images.value, strict=config.strict,
+                                  **options)
         except DatasetError as exc:
             details = exc.report.to_markdown() if exc.report is not None else str(exc)
             raise dg.Failure(allow_retries=False, description=f"dataset '{dataset}' at {root} cannot be used: {exc}",

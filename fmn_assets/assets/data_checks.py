@@ -32,7 +32,8 @@ SUITES = (
     ("identities_disjoint", "No identity (distractors aside) is shared by train and test."),
     ("queries_matchable", "Every query identity is in the gallery under another camera."),
     ("official_counts", "Images per split equal the published counts (Market-1501: 12,936 / 3,368 / 19,732 with "
-                        "junk; CUHK03-NP; DukeMTMC-reID) or, for the synthetic dataset, the counts the generator "
+                        "junk; CUHK01: 1,940 / 972 / 972; CUHK03-NP; DukeMTMC-reID) or, for the synthetic dataset, "
+                        "the counts the generator "
                         "recorded."),
 )
 

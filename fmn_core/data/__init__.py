@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fmn_core.data.assemble import LoadedDataset
+from fmn_core.data.cuhk01 import read_cuhk01
 from fmn_core.data.cuhk03 import read_cuhk03
 from fmn_core.data.custom import read_custom
 from fmn_core.data.image_check import ImageCheck
@@ -29,6 +30,7 @@ DATASET_READERS: dict[str, Callable[..., LoadedDataset]] = {
     "synthetic": read_synthetic,
     "market1501": read_market1501,
     "dukemtmc_reid": read_dukemtmc,
+    "cuhk01": read_cuhk01,
     "cuhk03_detected": lambda root, **kw: read_cuhk03(root, kind="detected", **kw),
     "cuhk03_labeled": lambda root, **kw: read_cuhk03(root, kind="labeled", **kw),
     "custom": read_custom,
@@ -46,6 +48,6 @@ def read_dataset(name: str, root: str | Path, **kwargs) -> LoadedDataset:
 
 __all__ = [
     "COLUMNS", "DATASET_READERS", "SPLITS", "DatasetError", "DatasetLayoutError", "DatasetReport", "Finding",
-    "LoadedDataset", "label_map", "load_split_table", "num_train_identities", "read_cuhk03", "read_custom",
+    "LoadedDataset", "label_map", "load_split_table", "num_train_identities", "read_cuhk01", "read_cuhk03", "read_custom",
     "read_dataset", "read_dukemtmc", "read_market1501", "read_synthetic", "save_split_table",
 ]
