@@ -146,6 +146,9 @@ def test_full_graph_succeeds_with_rich_metadata(trained):
     assert [c.name for c in splits["dagster/column_schema"].schema.columns][:4] == ["path", "pid", "camid", "split"]
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     assert splits["git_commit"].value == head and splits["git_dirty"].value is False  # next to the DVC md5
+    fmn = mats["fmn_checkpoint"].metadata  # where the synthetic model's mask looks, per detail type
+    assert "| shoes |" in fmn["mask_grounding"].value and "untrained MN" in fmn["mask_grounding"].value
+    assert fmn["mask_grounding_shoes"].value > 0
     grn = mats["grn_checkpoint"].metadata
     for key in ("path", "size_mb", "dvc_md5", "epochs", "wall_seconds", "images_per_second", "final_loss",
                 "final_train_accuracy", "history"):

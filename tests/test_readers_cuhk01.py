@@ -60,7 +60,7 @@ def test_the_root_may_be_the_campus_folder_or_one_of_its_parents(full):
 
 def test_seeded_random_splits_are_reproducible_disjoint_and_differ_from_the_sorted_one():
     pids = list(range(1, NUM_IDENTITIES + 1))
-    sorted_train, sorted_test = split_identities(pids, 0)
+    sorted_train, _ = split_identities(pids, 0)
     one_train, one_test = split_identities(pids, 1)
     assert split_identities(pids, 1) == (one_train, one_test)
     assert (len(one_train), len(one_test)) == (485, 486) and not set(one_train) & set(one_test)

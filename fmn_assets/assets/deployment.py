@@ -124,6 +124,8 @@ def model_card(context: dg.AssetExecutionContext, config: ModelCardConfig, paths
         lineage = DataLineage(dataset, data_md5=_value(split_meta, "data_dvc_md5") or dvc.tracked_md5(paths.data_root),
                               dataset_version=_value(split_meta, "data_version"),
                               root=str(_value(split_meta, "dataset_root", "")) or None, counts=counts)
+        trained = _latest(context, "fmn_checkpoint")
+        grounding = _value(dict(trained.asset_materialization.metadata), "mask_grounding") if trained else None
         evaluated = _latest(context, "evaluation_metrics")
         study = _value(dict(evaluated.asset_materialization.metadata), "seed_study") if evaluated else None
         onnx_file = paths.onnx_model(dataset)
@@ -145,7 +147,7 @@ def model_card(context: dg.AssetExecutionContext, config: ModelCardConfig, paths
             "# with this run's config (the Launchpad tab of the run)"])
         card = render_model_card(
             checkpoint=state, model_hash=weights_fingerprint(state["model"]), lineage=lineage, metrics=metrics,
-            seed_study=study, onnx=onnx, pipeline_command=pipeline,
+            seed_study=study, onnx=onnx, pipeline_command=pipeline, mask_grounding=grounding,
             reproduce=reproduce_commands(dataset, state["config"], git_commit if git_commit != "none" else None),
             artifacts={"checkpoint": f"artifacts/{dataset}/fmn.pt", "ONNX": f"artifacts/{dataset}/fmn.onnx",
                        "descriptors": f"artifacts/{dataset}/{{query,gallery}}_descriptors.parquet",

@@ -8,7 +8,7 @@ import dagster as dg
 import torch
 from dagster._core.errors import DagsterPipesExecutionError  # not re-exported at the top level
 
-from fmn_assets.assets.data import OWNERS, dataset_splits, split_table
+from fmn_assets.assets.data import OWNERS, dataset_splits, load_report, split_table
 from fmn_assets.automation import WHEN_UPSTREAM_CHANGED
 from fmn_assets.code_versions import TRAINING_CODE
 from fmn_assets.configs import FMNTrainingConfig, GRNTrainingConfig
@@ -156,7 +156,29 @@ def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig,
                                          "grn_checkpoint again.") from exc
         result = _train(context, 2, config.train_config(grn_config), config.processes, paths, grn)
         versioned = dvc.track(result.checkpoint)
-    return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5), metadata=_metadata(result, versioned))
+        grounding = _mask_grounding(context, paths, result) if dataset == "synthetic" else {}
+    return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5),
+                                metadata={**_metadata(result, versioned), **grounding})
+
+
+#: synthetic test images the mask's grounding is measured on (a few seconds on a CPU)
+GROUNDING_IMAGES = 600
+
+
+def _mask_grounding(context: dg.AssetExecutionContext, paths: ProjectPaths, result: TrainResult) -> dict:
+    """Where the synthetic model's mask looks (fmn_core.analysis.mask_grounding), as asset metadata."""
+    from fmn_core.analysis.mask_grounding import grounding_markdown, grounding_of_checkpoint
+
+    root = load_report(paths, "synthetic").get("root") or str(paths.dataset_root("synthetic"))
+    measured = grounding_of_checkpoint(str(result.checkpoint), root, max_images=GROUNDING_IMAGES)
+    if measured is None:  # a constant mask looks nowhere
+        return {}
+    learned, untrained = measured
+    context.log.info("mask grounding (1 = no preference): " + ", ".join(
+        f"{detail} {ratio:.2f}" for detail, ratio in learned.ratio.items()))
+    return {"mask_grounding": dg.MetadataValue.md(grounding_markdown(learned, untrained)),
+            **{f"mask_grounding_{detail}": round(ratio, 4) for detail, ratio in learned.ratio.items()
+               if ratio == ratio}}
 
 
 def _checkpoint_check(paths: ProjectPaths, dataset: str, stage: int) -> dg.AssetCheckResult:

@@ -83,7 +83,8 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
 def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage: DataLineage,
                       metrics: Mapping[str, Mapping[str, float]], seed_study: str | None = None,
                       onnx: Mapping[str, Any] | None = None, reproduce: str | None = None,
-                      pipeline_command: str | None = None, artifacts: Mapping[str, str] | None = None) -> str:
+                      pipeline_command: str | None = None, artifacts: Mapping[str, str] | None = None,
+                      mask_grounding: str | None = None) -> str:
     """The card as Markdown. ``metrics``: Table 1's rows (``name -> {rank1, rank5, rank10, mAP, ...}``)."""
     config = dict(checkpoint["config"])
     train = TrainConfig.from_dict(config)
@@ -142,6 +143,11 @@ def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage
                        ["diagnostic", "value"]), "",
                 "Variation across images near 0, or most positions at a bound, means the mask collapsed to a "
                 "constant and the LAN sees the same weighting for every image."]
+    if mask_grounding:
+        out += ["", "## Where the mask looks (synthetic data)", "",
+                "Share of the mask's excess weight (mask - 1) inside the regions of the local details that tell an "
+                "identity from its group mates, divided by the regions' share of the area (fmn_core.analysis."
+                "mask_grounding), on the test images:", "", mask_grounding]
     if onnx:
         parity = onnx.get("parity", {})
         out += ["", "## ONNX export", "",

@@ -1,0 +1,1 @@
+"""Analyses of a trained FMN beyond Table 1: where the Mixing Network's mask looks (``mask_grounding``)."""
