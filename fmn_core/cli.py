@@ -179,7 +179,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.json:
         check_output(args.json, list(args.descriptors), "metrics file")
     table = DescriptorTable.concat([DescriptorTable.load(path) for path in args.descriptors])
-    results = evaluate_descriptors(table, rerank=args.rerank)
+    if not 0 <= args.lambda_value <= 1:
+        raise ValueError(f"--lambda {args.lambda_value}: expected a weight between 0 and 1")
+    if args.k2 > args.k1:
+        raise ValueError(f"--k2 {args.k2} is larger than --k1 {args.k1}; the query expansion takes at most k1 "
+                         "neighbours")
+    results = evaluate_descriptors(table, rerank=args.rerank, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
     print(results_markdown(results))
     skipped = max(r.num_skipped for r in results.values())
     if skipped:
@@ -362,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a table written by 'fmn extract', or the pipeline's query_descriptors.parquet and "
                                "gallery_descriptors.parquet together")
     evaluate.add_argument("--rerank", action="store_true", help="add the FMN + k-reciprocal re-ranking row")
+    evaluate.add_argument("--k1", type=_positive_int, default=20,
+                          help="re-ranking's k-reciprocal neighbourhood (paper: 20; CUHK01's two gallery images per "
+                               "identity: 4, chosen on a validation split, docs/results.md)")
+    evaluate.add_argument("--k2", type=_positive_int, default=6, help="re-ranking's query expansion (paper: 6; "
+                                                                     "CUHK01: 2)")
+    evaluate.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
+                          help="weight of the original distance (0.3)")
     evaluate.add_argument("--json", type=Path, help="also write the metrics here")
     evaluate.set_defaults(func=_evaluate)
 
