@@ -152,6 +152,16 @@ def run_seed(seed: int, args: argparse.Namespace, table, train_cache: ImageCache
     return results
 
 
+def finished_runs(out: Path, seed: int) -> dict[str, dict]:
+    """The scored runs of one seed that an earlier (possibly interrupted) sweep left under ``out``."""
+    runs = {}
+    for file in sorted((out / f"seed{seed}").glob("*/result.json")):
+        result = json.loads(file.read_text())
+        if "scores" in result:
+            runs[file.parent.name] = result
+    return runs
+
+
 #: (label of the table row, variant, score row)
 TABLE_ROWS = [
     ("GRN (Table 1)", "fmn", "GRN"),
@@ -201,7 +211,8 @@ def paired_differences(per_seed: dict[int, dict]) -> tuple[list[dict], str]:
         cells = []
         for m in METRICS:
             mean, std = mean_std(diffs[m])
-            cells.append(f"{mean:+.2f} ± {std / len(seeds) ** 0.5:.2f}")
+            error = f"{std / len(seeds) ** 0.5:.2f}" if len(seeds) > 1 else "n/a (one seed)"
+            cells.append(f"{mean:+.2f} ± {error}")
         per = ", ".join(f"{r:+.2f} / {a:+.2f}" for r, a in zip(diffs["rank1"], diffs["mAP"], strict=True))
         table.append({"row": label, "seeds": seeds, **{m: diffs[m] for m in METRICS}})
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | {len(seeds)} | {per} |")
@@ -255,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rerank", type=parse_rerank, nargs="*", default=[], metavar="K1,K2,LAMBDA",
                         help="re-ranking settings scored besides the paper's 20,6,0.3 (e.g. 4,2,0.3 for CUHK01's "
                              "two gallery images per identity)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write the tables from the runs already finished under --out")
     parser.add_argument("--reader-option", action="append", default=[], metavar="NAME=INT",
                         help="an option of the dataset's reader, e.g. split_id=1 or validation_identities=100 "
                              "(cuhk01)")
@@ -277,26 +290,31 @@ def main(argv: list[str] | None = None) -> int:
     test = table[table["split"].isin(["query", "gallery"])].reset_index(drop=True)
     _log(f"{args.dataset}: {len(train)} training images, {len(test)} query + gallery images; "
          f"decoding them once at {base.input_size}")
-    train_cache = ImageCache.build(train["path"].tolist(), base.input_size)
-    test_cache = ImageCache.build(test["path"].tolist(), base.input_size)
-
     start, per_seed = time.perf_counter(), {}
-    for seed in args.seeds:
+    if args.report_only:
+        per_seed = {seed: found for seed in args.seeds if (found := finished_runs(Path(args.out), seed))}
+        _log(f"report of the finished runs under {args.out}: seeds {sorted(per_seed)}")
+    else:
+        train_cache = ImageCache.build(train["path"].tolist(), base.input_size)
+        test_cache = ImageCache.build(test["path"].tolist(), base.input_size)
+    for seed in [] if args.report_only else args.seeds:
         per_seed[seed] = run_seed(seed, args, table, train_cache, test_cache, base)
         _, markdown = summarise(per_seed, args.masked_layers, tuple(args.rerank))
         print(markdown, flush=True)
     rows, markdown = summarise(per_seed, args.masked_layers, tuple(args.rerank))
     paired, paired_markdown = paired_differences(per_seed)
     markdown += "\n\n" + paired_markdown
-    header = (f"Ablations on {args.dataset} ({root}), recipe '{args.preset}' {args.set or ''}, seeds {args.seeds}; "
-              f"{machine()}; {time.perf_counter() - start:.0f} s.")
+    scored = sum(run.get("seconds", 0) for runs in per_seed.values() for run in runs.values())
+    header = (f"Ablations on {args.dataset} ({root}), recipe '{args.preset}' {args.set or ''}, seeds {sorted(per_seed)}"
+              f"; {machine()}; {time.perf_counter() - start:.0f} s this call, {scored:.0f} s in the scored runs "
+              "(stage 2 with its evaluation; the shared GRN not included).")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.md").write_text(header + "\n\n" + markdown + "\n")
     (out / "ablation.json").write_text(json.dumps({
         "dataset": args.dataset, "root": str(root), "preset": args.preset, "overrides": args.set,
         "reader_options": reader_options, "rerank_grid": args.rerank, "paired": paired,
-        "config": base.to_dict(), "seeds": args.seeds, "machine": machine(), "platform": platform.platform(),
+        "config": base.to_dict(), "seeds": sorted(per_seed), "machine": machine(), "platform": platform.platform(),
         "rows": rows, "per_seed": {str(k): v for k, v in per_seed.items()}}, indent=1))
     print(header)
     print(markdown)

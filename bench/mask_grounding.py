@@ -86,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{args.checkpoint} has a constant mask: it looks nowhere")
         learned, untrained = measured
         table = grounding_markdown(learned, untrained)
+        shared = grounding_of_checkpoint(str(args.checkpoint), str(args.synthetic), max_images=args.max_images,
+                                         shared=True)
+        table += "\n\nControl: the same details where every group mate shares them (they tell no one apart):\n\n"
+        table += grounding_markdown(*shared)
         plot_detail_masks(learned, args.out / "synthetic_detail_masks.png")
         result = {"dataset": "synthetic", "checkpoint": str(args.checkpoint), "machine": machine(),
-                  "learned": learned.to_dict(), "untrained": untrained.to_dict(), "markdown": table}
+                  "learned": learned.to_dict(), "untrained": untrained.to_dict(),
+                  "learned_shared": shared[0].to_dict(), "untrained_shared": shared[1].to_dict(), "markdown": table}
         (args.out / "synthetic.json").write_text(json.dumps(result, indent=1))
         print(table)
         return 0

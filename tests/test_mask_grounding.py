@@ -37,6 +37,12 @@ def test_a_uniform_excess_has_no_preference(tiny):
     assert measured  # group mates differ in at least two details, so some are measured
     for detail in measured:
         assert grounding.ratio[detail] == pytest.approx(1.0)
+    control = mask_grounding(np.full((len(rows), *GRID), 1.5), rows, meta, shared=True)
+    for detail in DETAIL_BANDS:
+        if control.images[detail]:
+            assert control.ratio[detail] == pytest.approx(1.0)
+    # each (image, detail) pair is either discriminative or shared, never both
+    assert all(grounding.images[d] + control.images[d] > 0 for d in ("shoes",))
 
 
 def test_excess_on_the_shoes_only_scores_the_shoes_above_one_and_the_head_at_zero(tiny):

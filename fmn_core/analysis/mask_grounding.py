@@ -90,8 +90,14 @@ class Grounding:
         return {"ratio": self.ratio, "stderr": self.stderr, "images": self.images}
 
 
-def mask_grounding(masks: np.ndarray, rows: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any]) -> Grounding:
-    """The grounding ratio per detail type for ``masks[i]`` of image ``rows[i]`` (rows of ``synthetic.json``)."""
+def mask_grounding(masks: np.ndarray, rows: Sequence[Mapping[str, Any]], metadata: Mapping[str, Any],
+                   shared: bool = False) -> Grounding:
+    """The grounding ratio per detail type for ``masks[i]`` of image ``rows[i]`` (rows of ``synthetic.json``).
+
+    ``shared=True`` measures the control instead: each detail on the images of identities whose group mates
+    all share it (it cannot tell them apart). A mask that weights a body region whatever the identity scores
+    the same in both; one that follows the discriminative details scores higher without ``shared``.
+    """
     identities = {ident["pid"]: ident for ident in metadata["identities"]}
     groups: dict[int, list[dict]] = {}
     for ident in metadata["identities"]:
@@ -110,7 +116,8 @@ def mask_grounding(masks: np.ndarray, rows: Sequence[Mapping[str, Any]], metadat
         total = excess.sum()
         mates = [m for m in groups[identity["group"]] if m["pid"] != identity["pid"]]
         box = (row["box_top"], row["box_left"], row["box_height"], row["box_width"])
-        for detail in discriminative_details(identity, mates):
+        telling = discriminative_details(identity, mates)
+        for detail in (set(DETAIL_BANDS) - telling if shared else telling):
             if detail in VISIBLE_FROM and row["view"] not in VISIBLE_FROM[detail]:
                 continue
             if detail == "bag" and identity["local"]["bag"] == "none":
@@ -168,7 +175,7 @@ def synthetic_test_rows(metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def grounding_of_checkpoint(checkpoint: str, synthetic_root: str, device: str = "cpu",
-                            max_images: int | None = None) -> tuple[Grounding, Grounding] | None:
+                            max_images: int | None = None, shared: bool = False) -> tuple[Grounding, Grounding] | None:
     """(trained MN, untrained MN) grounding of ``fmn.pt`` on the synthetic dataset's test images; None for a
     constant mask (the control without the MN), which has no excess weight anywhere."""
     from pathlib import Path
@@ -187,7 +194,7 @@ def grounding_of_checkpoint(checkpoint: str, synthetic_root: str, device: str = 
     if max_images is not None:
         rows = rows[::max(1, len(rows) // max_images)][:max_images]
     paths = [str(Path(synthetic_root) / SPLIT_FOLDERS[row["split"]] / row["filename"]) for row in rows]
-    learned = mask_grounding(predict_masks(model, paths, device=device), rows, metadata)
+    learned = mask_grounding(predict_masks(model, paths, device=device), rows, metadata, shared)
     untrained = mask_grounding(predict_masks(untrained_mixing_copy(model, state), paths, device=device), rows,
-                               metadata)
+                               metadata, shared)
     return learned, untrained
