@@ -144,6 +144,21 @@ def test_run_launched_through_graphql_succeeds_and_its_metadata_reads_back(dagst
 
 @pytest.mark.skipif(CHROMIUM is None and os.environ.get("FMN_REQUIRE_BROWSER") != "1",
                     reason="Debian's chromium is not installed (apt-get install chromium)")
+def expand_all_groups(page, attempts: int = 4) -> None:
+    """Open the graph's context menu and show every asset node. The newsletter dialog can open in the middle:
+    dismissing it closes the menu as well, so the menu is opened again until the click lands."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for attempt in range(attempts):
+        page.mouse.click(1200, 300, button="right")
+        try:
+            page.get_by_text("Expand all groups").last.click(timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == attempts - 1:
+                raise
+
+
 def test_asset_graph_page_in_headless_chromium(dagster_dev, materialized):
     assert CHROMIUM, "FMN_REQUIRE_BROWSER=1 but no chromium on PATH"
     from playwright.sync_api import sync_playwright
@@ -164,8 +179,7 @@ def test_asset_graph_page_in_headless_chromium(dagster_dev, materialized):
             page.get_by_text("Global asset lineage").first.wait_for(timeout=60_000)
             for group in GROUPS:  # the stage groups of the graph
                 page.get_by_text(group, exact=True).first.wait_for(timeout=30_000)
-            page.mouse.click(1200, 300, button="right")  # the graph's menu: show every asset node
-            page.get_by_text("Expand all groups").last.click()
+            expand_all_groups(page)
             for group in GROUPS:  # and the asset tree beside it
                 page.get_by_text(group, exact=True).first.dblclick()
             for name in ASSETS:
