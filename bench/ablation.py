@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ablation"))
     args = parser.parse_args(argv)
 
-    from fmn_core.cli import parse_overrides
+    from fmn_core.engine import parse_overrides
 
     base = preset(args.preset, **parse_overrides(args.set))
     root = Path(args.root) if args.root else ROOT / "data" / args.dataset

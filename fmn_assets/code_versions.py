@@ -43,5 +43,5 @@ DESCRIPTOR_CODE = code_version("fmn_core.models", "fmn_core.engine.checkpoint", 
                                "fmn_core.retrieval.descriptors")
 EVALUATION_CODE = code_version("fmn_core.retrieval", "fmn_core.viz")
 EXPORT_CODE = code_version("fmn_core.models", "fmn_core.engine.checkpoint", "fmn_core.export.onnx_export",
-                           "fmn_core.export.metadata", "fmn_core.retrieval.extractor")
+                           "fmn_core.retrieval.onnx_format", "fmn_core.retrieval.extractor")
 MODEL_CARD_CODE = code_version("fmn_core.export.model_card")

@@ -1,29 +1,45 @@
 """The process torchrun starts for a multi-process training step: fmn_core's training, reported through Pipes.
 
 ``grn_checkpoint`` / ``fmn_checkpoint`` with ``processes: N`` launch
-``torchrun -m fmn_assets.torchrun_entry train-stageK ...`` through Dagster's
-``PipesSubprocessClient``. Rank 0 opens the Pipes channel, so every epoch shows in the
-run's event log while training runs (not only a stderr tail after a failure); the
-other ranks train silently. The arguments are exactly those of ``fmn train-stageK``.
+``torchrun -m fmn_assets.torchrun_entry --stage K --splits FILE --config JSON --out DIR [--grn FILE]``
+through Dagster's ``PipesSubprocessClient``. The recipe travels as the JSON of ``TrainConfig.to_dict()`` and is
+read back by ``TrainConfig.from_dict``: one schema, no option strings to print and parse again. Rank 0 opens the
+Pipes channel, so every epoch shows in the run's event log while training runs; the other ranks train silently.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 from dagster_pipes import open_dagster_pipes
 
-from fmn_core.cli import build_parser, parse_overrides, train_from_args
-from fmn_core.engine import preset
+from fmn_core.data import load_split_table
+from fmn_core.engine import TrainConfig, train_stage1, train_stage2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m fmn_assets.torchrun_entry", description=__doc__)
+    parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--splits", type=Path, required=True, help="the partition's saved split table")
+    parser.add_argument("--config", required=True, help="TrainConfig.to_dict() as JSON")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--grn", type=Path, help="stage 2: the GRN checkpoint")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    config = TrainConfig.from_dict(json.loads(args.config))
+    if args.stage == 2 and args.grn is None:
+        raise SystemExit("--grn is required for --stage 2")
     is_main_rank = int(os.environ.get("RANK", "0")) == 0
-    config = preset(args.preset, **parse_overrides(args.set))
-    total = config.stage1_epochs if args.command == "train-stage1" else config.stage2_epochs
+    total = config.stage1_epochs if args.stage == 1 else config.stage2_epochs
+    table = load_split_table(args.splits)
     with open_dagster_pipes() if is_main_rank else nullcontext() as pipes:
         def report(stage: int, epoch: int, row: dict) -> None:
             if pipes is not None:
@@ -31,7 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
                     if k not in ("stage", "epoch")) + f" (rank 0 of {os.environ.get('WORLD_SIZE', '1')})")
 
-        result = train_from_args(args, on_epoch_end=report)
+        if args.stage == 1:
+            result = train_stage1(table, config, args.out, on_epoch_end=report)
+        else:
+            result = train_stage2(table, config, args.grn, args.out, on_epoch_end=report)
         if pipes is not None:
             pipes.report_custom_message({"epochs": result.epochs, "wall_seconds": result.wall_seconds,
                                          "images_per_second": result.images_per_second})

@@ -12,8 +12,7 @@ The two functions re-ID code most often needs are re-exported here::
     reranked = fmn_core.re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3)
 """
 
-__version__ = "0.1.0"
-
+from fmn_core._version import __version__
 from fmn_core.retrieval.evaluation import EvaluationResult, evaluate
 from fmn_core.retrieval.reranking import re_ranking, re_ranking_features
 

@@ -71,51 +71,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def parse_overrides(pairs: list[str]) -> dict:
-    """``["batch_size=64", "amp=none"]`` -> typed values, by the TrainConfig field types.
-
-    A wrong name or a value of the wrong type is an error naming the option and what it takes.
-    """
-    import dataclasses
-
-    from fmn_core.engine.config import TrainConfig
-
-    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
-    out = {}
-    for pair in pairs:
-        name, sep, raw = pair.partition("=")
-        name = name.strip()
-        if not sep:
-            raise ValueError(f"--set expects name=value, got {pair!r}")
-        if name not in types:
-            raise ValueError(f"--set {pair}: unknown option {name!r}; the options are {', '.join(sorted(types))}")
-        kind = types[name]
-        try:
-            if kind.startswith("bool"):
-                lowered = raw.strip().lower()
-                if lowered in ("none", "auto") and "None" in kind:
-                    value = None
-                elif lowered in _TRUE + _FALSE:
-                    value = lowered in _TRUE
-                else:
-                    raise ValueError
-            elif kind == "int":
-                value = int(raw)
-            elif kind == "float":
-                value = float(raw)
-            else:
-                value = raw
-        except ValueError:
-            takes = {"int": "an integer", "float": "a number"}.get(kind, "true or false" + (
-                " (or none)" if "None" in kind else ""))
-            raise ValueError(f"--set {pair}: {name} takes {takes}, got {raw!r}") from None
-        out[name] = value
-    return out
-
-
 def _load_table(args: argparse.Namespace):
     from fmn_core.data import load_split_table
 
@@ -137,7 +92,7 @@ def train_from_args(args: argparse.Namespace, on_epoch_end=None):
     ``on_epoch_end(stage, epoch, row)`` is called on every rank after each epoch, so a
     caller (an orchestrator's torchrun entry point) can report progress as it happens.
     """
-    from fmn_core.engine import preset, train_stage1, train_stage2
+    from fmn_core.engine import parse_overrides, preset, train_stage1, train_stage2
 
     config = preset(args.preset, **parse_overrides(args.set))
     epochs = "stage1_epochs" if args.command == "train-stage1" else "stage2_epochs"
@@ -199,14 +154,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def parity_images(table, queries: int = 8, gallery: int = 24) -> list[str]:
-    """Real images for an export's parity check: the first query images, then gallery images."""
-    pick = [table[table["split"] == "query"].head(queries), table[table["split"] == "gallery"].head(gallery)]
-    return [path for part in pick for path in part["path"]]
-
-
 def _export(args: argparse.Namespace) -> int:
-    from fmn_core.export import export_onnx
+    from fmn_core.export import export_onnx, parity_images
 
     check_output(args.out, [args.checkpoint, args.splits], "ONNX model")
     images = parity_images(_load_table(args)) if (args.splits or args.dataset) else None

@@ -331,7 +331,7 @@ def _export_api_opset(folder: Path) -> str:
 
 
 def _missing_gpu(folder: Path) -> str:
-    from fmn_core.retrieval.descriptors import resolve_device
+    from fmn_core.utils.device import resolve_device
 
     try:
         resolve_device("cuda:99")

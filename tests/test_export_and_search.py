@@ -14,11 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from fmn_core.cli import parity_images
 from fmn_core.data import read_dataset
 from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.engine import preset, train_stage1, train_stage2
-from fmn_core.export import ExportParityError, export_onnx
+from fmn_core.export import ExportParityError, export_onnx, parity_images
 from fmn_core.export.onnx_export import check_images
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import feature_dim

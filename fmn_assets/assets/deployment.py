@@ -14,10 +14,9 @@ from fmn_assets.code_versions import EXPORT_CODE, MODEL_CARD_CODE
 from fmn_assets.configs import ModelCardConfig, OnnxExportConfig
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
-from fmn_core.cli import parity_images
 from fmn_core.engine import CheckpointError, load_checkpoint
 from fmn_core.engine.checkpoint import weights_fingerprint
-from fmn_core.export import ExportError, OnnxDescriptorMetadata, export_onnx
+from fmn_core.export import ExportError, OnnxDescriptorMetadata, export_onnx, parity_images
 from fmn_core.export.model_card import DataLineage, render_model_card, reproduce_commands
 from fmn_core.utils.atomic import atomic_write_text
 from fmn_core.utils.machine import machine_description

@@ -1,5 +1,6 @@
 """Training stage: Algorithm 1's two checkpoints, and checks that they load and make sense."""
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -49,11 +50,9 @@ def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig
     Rank 0 of ``fmn_assets.torchrun_entry`` logs every epoch into this run's event log;
     the processes' own output goes to the step's captured stdout / stderr.
     """
-    sets = [item for name, value in config.to_dict().items()
-            for item in ("--set", f"{name}={'none' if value is None else value}")]
     command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(processes),
-               "-m", "fmn_assets.torchrun_entry", f"train-stage{stage}", "--splits", str(splits), *sets,
-               "--out", str(out), *(["--grn", str(grn)] if grn else [])]
+               "-m", "fmn_assets.torchrun_entry", "--stage", str(stage), "--splits", str(splits),
+               "--config", json.dumps(config.to_dict()), "--out", str(out), *(["--grn", str(grn)] if grn else [])]
     try:
         dg.PipesSubprocessClient().run(context=context, command=command)
     except DagsterPipesExecutionError as exc:

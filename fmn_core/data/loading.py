@@ -32,9 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
+from fmn_core.utils.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 #: Integer modes wider than 8 bits (16-bit grayscale PNG, TIFF): ``convert("RGB")`` would clip them to white.
 _WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")

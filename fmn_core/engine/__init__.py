@@ -1,7 +1,7 @@
 """Training (Algorithm 1) and its checkpoints."""
 
 from fmn_core.engine.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from fmn_core.engine.config import PRESETS, TrainConfig, preset
+from fmn_core.engine.config import PRESETS, TrainConfig, parse_overrides, preset
 from fmn_core.engine.trainer import TrainingDivergedError, TrainResult, train_stage1, train_stage2
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "TrainingDivergedError",
     "load_checkpoint",
     "model_from_checkpoint",
+    "parse_overrides",
     "preset",
     "save_checkpoint",
     "train_stage1",

@@ -34,7 +34,7 @@ def library_versions() -> dict[str, str]:
     # is torch's, which torch.__version__ records
     from importlib.metadata import version
 
-    from fmn_core import __version__
+    from fmn_core._version import __version__
     from fmn_core.utils.machine import machine_description
 
     return {"fmn_core": __version__, "torch": str(torch.__version__), "torchvision": version("torchvision"),

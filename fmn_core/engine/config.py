@@ -129,6 +129,47 @@ class TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["batch_size=64", "amp=none"]`` -> typed values, by the TrainConfig field types.
+
+    A wrong name or a value of the wrong type is an error naming the option and what it takes.
+    """
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"--set expects name=value, got {pair!r}")
+        if name not in types:
+            raise ValueError(f"--set {pair}: unknown option {name!r}; the options are {', '.join(sorted(types))}")
+        kind = types[name]
+        try:
+            if kind.startswith("bool"):
+                lowered = raw.strip().lower()
+                if lowered in ("none", "auto") and "None" in kind:
+                    value = None
+                elif lowered in _TRUE + _FALSE:
+                    value = lowered in _TRUE
+                else:
+                    raise ValueError
+            elif kind == "int":
+                value = int(raw)
+            elif kind == "float":
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            takes = {"int": "an integer", "float": "a number"}.get(kind, "true or false" + (
+                " (or none)" if "None" in kind else ""))
+            raise ValueError(f"--set {pair}: {name} takes {takes}, got {raw!r}") from None
+        out[name] = value
+    return out
+
+
 PRESETS: dict[str, TrainConfig] = {
     # ResNet-50 at the paper's settings (section 4.2); 224x224 gives Table 5's 56x56 Pool1 mask.
     "paper": TrainConfig(input_height=224, input_width=224),

@@ -30,20 +30,6 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(requested: str, context: DistContext) -> torch.device:
-    """'auto' -> the local GPU when there is one, else the CPU."""
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {requested!r} was requested but CUDA is not available on this machine")
-        if device.index is None:
-            device = torch.device("cuda", context.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
 def init_distributed(requested_device: str = "auto") -> DistContext:
     """Join the torchrun process group if there is one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -37,12 +37,13 @@ from fmn_core.data.schema import label_map as table_label_map
 from fmn_core.data.schema import num_train_identities
 from fmn_core.engine.checkpoint import CheckpointError, build_model, load_checkpoint, save_checkpoint
 from fmn_core.engine.config import TrainConfig
-from fmn_core.engine.distributed import DistContext, all_reduce_sum, barrier, init_distributed, resolve_device
+from fmn_core.engine.distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from fmn_core.engine.progress import DeviceMeter, EpochProgress, write_metrics_log
 from fmn_core.losses import identity_loss, ranking_loss
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.mixing import mask_diagnostics
+from fmn_core.utils.device import resolve_device
 
 
 class TrainingDivergedError(RuntimeError):
@@ -86,7 +87,7 @@ class _Runtime:
 
 def _runtime(config: TrainConfig) -> _Runtime:
     context = init_distributed(config.device)
-    device = resolve_device(config.device, context)
+    device = resolve_device(config.device, local_rank=context.local_rank)
     amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     channels_last = prefers_channels_last(config.arch, device) if config.channels_last is None else config.channels_last

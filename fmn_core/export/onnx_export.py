@@ -20,16 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from fmn_core.data.loading import IMAGENET_MEAN, IMAGENET_STD, normalize
-from fmn_core.export.metadata import OnnxDescriptorMetadata
-from fmn_core.models.fmn import FeatureMaskNetwork, fmn_descriptor
+from fmn_core.models.fmn import FeatureMaskNetwork, descriptors_from_features
 from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS, load_descriptor_model
 from fmn_core.retrieval.distance import pairwise_distance
-from fmn_core.retrieval.extractor import ImageLike, image_to_uint8, run_onnx
+from fmn_core.retrieval.extractor import ImageLike, image_to_uint8
+from fmn_core.retrieval.onnx_format import OnnxDescriptorMetadata, run_onnx
 from fmn_core.utils.atomic import atomic_write_path
 
 DEFAULT_OPSET = 18
@@ -54,8 +55,7 @@ class DescriptorGraph(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = self.model(images)
-        descriptors = {"fmn": fmn_descriptor(out.g, out.l, self.alpha), "grn": F.normalize(out.g.float(), dim=1),
-                       "lan": F.normalize(out.l.float(), dim=1)}
+        descriptors = descriptors_from_features(out.g, out.l, self.alpha, self.outputs)
         return tuple(descriptors[name] for name in self.outputs)
 
 
@@ -221,3 +221,9 @@ def export_onnx(checkpoint: str | Path | FeatureMaskNetwork, out: str | Path, *,
         metadata.parity = parity.as_dict()
         _add_metadata(tmp, metadata)
     return ExportResult(out, parity, metadata, out.stat().st_size)
+
+
+def parity_images(table: pd.DataFrame, queries: int = 8, gallery: int = 24) -> list[str]:
+    """Real images for an export's parity check: the first query images, then gallery images."""
+    pick = [table[table["split"] == "query"].head(queries), table[table["split"] == "gallery"].head(gallery)]
+    return [path for part in pick for path in part["path"]]

@@ -27,12 +27,14 @@ them: ``stem`` (conv1, bn1, relu, maxpool: its output is the paper's Pool1),
 from __future__ import annotations
 
 import http.client
-import os
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from fmn_core.models.efficientnet_lite import build_efficientnet_lite0
+from fmn_core.models.weights import OFFLINE_ENV, WeightsUnavailableError, is_offline
 
 RESNETS: dict[str, tuple[str, int]] = {
     # name -> (torchvision weights enum, width of the pooled feature)
@@ -56,13 +58,6 @@ STAGE_STRIDES: dict[str, int] = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "r
 LITE0_STAGE_STRIDES: dict[str, int] = {"stem": 2, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
-class WeightsUnavailableError(FileNotFoundError):
-    """Pretrained weights were asked for but are not on this machine."""
-
-
-#: environment variable that forbids downloads ("1", "true", "yes", "on"): for air-gapped machines and test runs.
-OFFLINE_ENV = "FMN_OFFLINE"
-_TRUTHY = frozenset({"1", "true", "yes", "on"})
 #: torchvision's file names end in the first hex digits of the file's SHA-256 (resnet50-0676ba61.pth).
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,64})$")
 
@@ -90,7 +85,6 @@ def prefers_channels_last(arch: str, device: torch.device) -> bool:
 def build_backbone(arch: str, pretrained: str = "none") -> nn.ModuleDict:
     """The backbone's named :data:`STAGES`, with the requested initial weights (theta_o)."""
     if _check_arch(arch) == LITE0:
-        from fmn_core.models.efficientnet_lite import build_efficientnet_lite0
 
         return build_efficientnet_lite0(pretrained).stages()
     return resnet_stages(build_resnet(arch, pretrained))
@@ -117,11 +111,6 @@ def imagenet_weights_file(arch: str) -> tuple[Path, str]:
     enum = getattr(_torchvision_models(), RESNETS[arch][0])
     url = enum.IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
-
-
-def is_offline() -> bool:
-    """Whether :data:`OFFLINE_ENV` forbids downloads; read at call time so tests and subprocesses can set it."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUTHY
 
 
 def _hash_prefix(file_name: str) -> str | None:

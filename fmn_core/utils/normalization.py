@@ -1,0 +1,4 @@
+"""The ImageNet normalisation every loader, extractor and backbone shares (one definition, many readers)."""
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
