@@ -35,16 +35,17 @@ import torch
 from fmn_core.data import read_dataset
 from fmn_core.data.loading import ImageCache
 from fmn_core.data.synthetic import generate_synthetic
-from fmn_core.engine import TrainConfig, preset, train_stage1, train_stage2
+from fmn_core.engine import TrainConfig, load_recipe, parse_overrides, train_stage1, train_stage2
+from fmn_core.engine.recipes import recipe_changes
 from fmn_core.retrieval import DescriptorTable, extract_descriptors
 from fmn_core.retrieval.results import evaluate_descriptors, format_mean_std, mean_std
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The stage-2 rows: ``fmn`` is the recipe itself; every other row is the change its recipe file
+#: ``fmn_core/configs/ablation/<row>.yaml`` makes (applied to whichever recipe ``--preset`` names).
 STAGE2_VARIANTS: dict[str, dict] = {
     "fmn": {},
-    "no_rank": {"rank_weight": 0.0},
-    "lan_from_grn": {"lan_init": "grn"},
-    "constant_mask": {"mask_mode": "constant"},
+    **{name: recipe_changes(f"ablation/{name}") for name in ("no_rank", "lan_from_grn", "constant_mask")},
 }
 METRICS = ("rank1", "mAP")
 
@@ -255,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="synthetic", help="reader name (synthetic, market1501, custom, ...)")
     parser.add_argument("--root", default=None, help="dataset root; synthetic: generated here if absent")
     parser.add_argument("--synthetic-preset", default="small")
-    parser.add_argument("--preset", default="cpu", help="training recipe (cpu, paper)")
+    parser.add_argument("--preset", "--config", dest="preset", default="cpu",
+                        help="training recipe: a name (cpu, paper) or a YAML file")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="change a training option (as fmn train-stage1 --set)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -274,9 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ablation"))
     args = parser.parse_args(argv)
 
-    from fmn_core.engine import parse_overrides
-
-    base = preset(args.preset, **parse_overrides(args.set))
+    base = load_recipe(args.preset, **parse_overrides(args.set))
     root = Path(args.root) if args.root else ROOT / "data" / args.dataset
     if args.dataset == "synthetic" and not root.exists():
         _log(f"generating the synthetic '{args.synthetic_preset}' dataset into {root}")

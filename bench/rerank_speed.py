@@ -42,8 +42,9 @@ def make_features(num_query: int, num_gallery: int, identities: int, dim: int, s
 
 
 def _job(name: str, args: dict, queue) -> None:
+    from reference import evaluate_reference, re_ranking_reference  # bench/reference.py, beside this script
+
     from fmn_core.retrieval import evaluate, pairwise_distance
-    from fmn_core.retrieval.reference import evaluate_reference, re_ranking_reference
     from fmn_core.retrieval.reranking import re_ranking, re_ranking_features
 
     q, g, q_ids, g_ids, q_cams, g_cams = make_features(*args["shape"], args["dim"])

@@ -13,7 +13,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from fmn_core.engine.config import preset
+from fmn_core.engine.recipes import preset
 
 
 def source_digest(*modules: str) -> str:

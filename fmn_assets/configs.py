@@ -1,66 +1,38 @@
 """Run configuration, one ``Config`` class per stage, editable in the launchpad.
 
 Choices are enums, so a wrong value is refused by Dagster's config check
-before the run starts. Training options left empty take the preset's value
-(``cpu``: the CPU demo; ``paper``: ResNet-50 at section 4.2's settings).
+before the run starts. Training takes a recipe (``cpu``: the CPU demo; ``paper``:
+ResNet-50 at section 4.2's settings; a row of fmn_core/configs/ablation; any YAML
+file) plus ``overrides``, every TrainConfig field under its own name; enums and
+types come from fmn_core, and ``TrainConfig.from_dict`` validates the result.
 """
 
+import dataclasses
 from enum import Enum, StrEnum
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, create_model
 
-from fmn_core.engine.config import TrainConfig, preset
+from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
+from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
+from fmn_core.engine.recipes import load_recipe, recipe_names
+from fmn_core.models.backbone import ARCHITECTURES, LITE0_MASKABLE_LAYERS, MASKABLE_LAYERS
 
 
-class SyntheticPreset(StrEnum):
-    tiny = "tiny"
-    small = "small"
-    medium = "medium"
-    market = "market"
+def _choices(name: str, values) -> type[StrEnum]:
+    """An enum of the core's own constants, so a wrong value is refused in the launchpad before the run."""
+    return StrEnum(name, {value: value for value in sorted(values)})
+
+
+#: The synthetic generator's presets (fmn_core.data.synthetic.PRESETS); 'small' is the main job's.
+SyntheticPreset = _choices("SyntheticPreset", SYNTHETIC_PRESETS)
+DEFAULT_SYNTHETIC_PRESET = "small"
 
 
 class ImageCheckMode(StrEnum):
     none = "none"
     header = "header"
     decode = "decode"
-
-
-class TrainingPreset(StrEnum):
-    cpu = "cpu"
-    paper = "paper"
-
-
-class Backbone(StrEnum):
-    resnet18 = "resnet18"
-    resnet34 = "resnet34"
-    resnet50 = "resnet50"
-    resnet101 = "resnet101"
-    efficientnet_lite0 = "efficientnet_lite0"
-
-
-class MaskedLayer(StrEnum):
-    pool1 = "pool1"
-    res2 = "res2"
-    res3 = "res3"
-    res4 = "res4"
-
-
-class MaskMode(StrEnum):
-    learned = "learned"
-    constant = "constant"
-
-
-class LanInit(StrEnum):
-    theta_o = "theta_o"
-    grn = "grn"
-
-
-class SyntheticDatasetConfig(dg.Config):
-    """What the synthetic_dataset asset generates into data/synthetic."""
-
-    preset: SyntheticPreset = Field(SyntheticPreset.small, description="size of the generated dataset")
-    seed: int = Field(0, description="seed of the generated dataset")
 
 
 class DatasetSplitsConfig(dg.Config):
@@ -71,65 +43,67 @@ class DatasetSplitsConfig(dg.Config):
     strict: bool = Field(True, description="fail on dataset errors (train/test overlap, empty split)")
     split_id: int = Field(0, ge=0, description="cuhk01 only: 0 = the fixed sorted 485/486 split, 1.. = seeded "
                                                "random splits")
+    synthetic_preset: SyntheticPreset | None = Field(
+        None, description="synthetic only: generate this preset into the dataset folder first (an identical dataset "
+                          "there is reused, another generated one replaced); empty: use the dataset that is there, "
+                          f"generating '{DEFAULT_SYNTHETIC_PRESET}' when the folder does not exist")
+    synthetic_seed: int = Field(0, ge=0, description="synthetic only, with synthetic_preset: the generator's seed")
+
+
+#: Options with a fixed set of values, from the constants fmn_core validates against.
+TRAINING_CHOICES: dict[str, type[StrEnum]] = {
+    "arch": _choices("Backbone", ARCHITECTURES),
+    "masked_layer": _choices("MaskedLayer", {*MASKABLE_LAYERS, *LITE0_MASKABLE_LAYERS}),
+    "mask_mode": _choices("MaskMode", MASK_MODES),
+    "lan_init": _choices("LanInit", LAN_INITS),
+    "amp": _choices("AmpMode", AMP_MODES),
+}
+
+#: Every TrainConfig field, optional: the launchpad's form of ``fmn train-stage1 --set NAME=VALUE``. Built from the
+#: dataclass, so a new training option appears here without being written again.
+TrainingOverrides: type[dg.Config] = create_model(
+    "TrainingOverrides", __base__=dg.Config, __module__=__name__,
+    __doc__="Training options that replace the recipe's (any TrainConfig field, fmn_core/engine/config.py).",
+    **{field.name: (TRAINING_CHOICES.get(field.name, FIELD_TYPES[field.name]) | None, None)
+       for field in dataclasses.fields(TrainConfig)})
+
+
+def _changes(overrides: dg.Config) -> dict:
+    return {name: value.value if isinstance(value, Enum) else value
+            for name, value in overrides.model_dump(exclude_none=True).items()}
+
+
+RECIPE_HELP = (f"a recipe name ({', '.join(recipe_names())}) or a YAML recipe file; see fmn_core/configs")
 
 
 class GRNTrainingConfig(dg.Config):
-    """Stage 1 (Algorithm 1, lines 1-2): fine-tune the GRN."""
+    """Stage 1 (Algorithm 1, lines 1-2): fine-tune the GRN with a recipe, some options changed."""
 
-    preset: TrainingPreset = TrainingPreset.cpu
-    arch: Backbone | None = None
-    pretrained: str | None = Field(None, description="'imagenet' (Lite0: the packaged file; ResNets: the torch hub "
-                                                     "cache, downloaded when missing), 'none' or a .pth file")
-    masked_layer: MaskedLayer | None = Field(None, description="layer the stage-2 mask applies to (Table 5)")
-    input_height: int | None = Field(None, ge=32)
-    input_width: int | None = Field(None, ge=32)
-    batch_size: int | None = Field(None, ge=1)
-    epochs: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
-    lr_drop_epoch: int | None = Field(None, ge=0)
-    seed: int | None = None
-    device: str = Field("auto", description="'auto' (a GPU when present), 'cpu', 'cuda', 'cuda:1'")
+    recipe: str = Field("cpu", description=RECIPE_HELP)
+    overrides: TrainingOverrides = Field(default_factory=TrainingOverrides,
+                                         description="options that replace the recipe's, e.g. stage1_epochs: 2")
     processes: int = Field(1, ge=1, description="more than 1: DistributedDataParallel through torchrun")
 
     def train_config(self) -> TrainConfig:
         """The full training configuration (both stages' fields) this run trains the GRN with."""
-        changes = {name: value.value if isinstance(value, Enum) else value for name, value in (
-            ("arch", self.arch), ("pretrained", self.pretrained), ("masked_layer", self.masked_layer),
-            ("input_height", self.input_height), ("input_width", self.input_width),
-            ("batch_size", self.batch_size), ("stage1_epochs", self.epochs), ("stage1_lr", self.lr),
-            ("stage1_lr_drop_epoch", self.lr_drop_epoch), ("seed", self.seed)) if value is not None}
-        return preset(self.preset.value, device=self.device, **changes)
+        return load_recipe(self.recipe, **_changes(self.overrides))
 
 
 class FMNTrainingConfig(dg.Config):
     """Stage 2 (Algorithm 1, line 3): train MN + LAN on the frozen GRN.
 
-    The backbone, input size and every option not set here come from the GRN
-    checkpoint's configuration, so the two stages always agree.
+    Without a recipe, the GRN checkpoint's configuration is the base, so the two stages always agree.
     """
 
-    masked_layer: MaskedLayer | None = None
-    batch_size: int | None = Field(None, ge=1)
-    epochs: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
-    lr_drop_epoch: int | None = Field(None, ge=0)
-    margin: float | None = Field(None, ge=0, allow_inf_nan=False, description="ranking-loss margin m of eq. (5)")
-    rank_weight: float | None = Field(None, ge=0, allow_inf_nan=False)
-    alpha: float | None = Field(None, ge=0, le=1, description="GRN/LAN weight of eq. (6)")
-    mask_mode: MaskMode | None = Field(None, description="'constant': mask = 1, the control without the MN")
-    lan_init: LanInit | None = Field(None, description="'grn': LAN from the fine-tuned GRN instead of theta_o")
-    log_mask_max: float | None = Field(None, gt=0, allow_inf_nan=False,
-                                       description="bound B of the mask exp(B tanh(ReLU(z)/B))")
-    device: str = "auto"
+    recipe: str = Field("", description="empty: the GRN checkpoint's configuration; else " + RECIPE_HELP +
+                                        " (it must agree with the GRN on backbone and input size)")
+    overrides: TrainingOverrides = Field(default_factory=TrainingOverrides,
+                                         description="options that replace the base's, e.g. mask_mode: constant")
     processes: int = Field(1, ge=1)
 
     def train_config(self, grn_config: TrainConfig) -> TrainConfig:
-        changes = {name: value.value if isinstance(value, Enum) else value for name, value in (
-            ("masked_layer", self.masked_layer), ("batch_size", self.batch_size), ("stage2_epochs", self.epochs),
-            ("stage2_lr", self.lr), ("stage2_lr_drop_epoch", self.lr_drop_epoch), ("margin", self.margin),
-            ("rank_weight", self.rank_weight), ("alpha", self.alpha), ("mask_mode", self.mask_mode),
-            ("lan_init", self.lan_init), ("log_mask_max", self.log_mask_max)) if value is not None}
-        return grn_config.replace(device=self.device, **changes)
+        base = load_recipe(self.recipe) if self.recipe else grn_config
+        return base.replace(**_changes(self.overrides))
 
 
 class DescriptorConfig(dg.Config):

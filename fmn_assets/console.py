@@ -1,70 +1,98 @@
-"""A short view of a Dagster CLI run for the terminal; the full event log goes to a file.
+"""A short view of a run for the terminal, read from the run's events in the Dagster instance.
 
-``dagster asset materialize`` prints every DEBUG event of every step (a few hundred
-lines per run). The main job shows one line per step instead: when it starts and
-how it ended, each asset check's verdict, and training progress (a bar on a
-terminal, one line per epoch otherwise). Every line, DEBUG included, is kept in
-the log file whose path the main job prints.
+A run records a few hundred events (every resource, output and log line of every
+step). The main job shows one line per step instead: when it starts and how it
+ended, each asset check's verdict, and training progress (a bar on a terminal, one
+line per epoch otherwise). It reads the structured events the instance stores,
+the same ones the UI draws, so no log format is parsed. Every event, DEBUG
+included, goes to the log file whose path the main job prints.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+import dagster as dg
 from tqdm.auto import tqdm
 
-#: "2026-11-24 20:48:31 +0000 - dagster - DEBUG - <job> - <run id> - <rest>"
-_PREFIX = re.compile(r"^\S+ \S+ [+-]\d{4} - dagster - (?P<level>[A-Z]+) - \S+ - [0-9a-f-]{36} - (?P<rest>.*)$")
-_EVENT = re.compile(r"^[A-Z][A-Z_]+$")
+#: The training steps' epoch lines (fmn_assets.assets.training logs one per epoch).
 _EPOCH = re.compile(r"^stage (?P<stage>\d) epoch (?P<epoch>\d+)/(?P<total>\d+): (?P<fields>.*)$")
 _SHOWN_FIELDS = ("loss", "acc", "images_per_s")
+_RUN_ENDS = {"RUN_SUCCESS", "RUN_FAILURE", "RUN_CANCELED"}
+_STEP_TROUBLE = {"STEP_FAILURE", "STEP_UP_FOR_RETRY", "STEP_RESTARTED"}
 
 
-@dataclass
-class LogLine:
-    """One Dagster console record: level, step (may be empty), event type (empty for user logs), message."""
+def log_line(entry: dg.EventLogEntry) -> str:
+    """One event as a line of the log file: time, level, step, event type and message."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.timestamp))
+    event = entry.dagster_event.event_type.name if entry.dagster_event else "LOG"
+    level = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}.get(entry.level, str(entry.level))
+    text = entry.dagster_event.message if entry.dagster_event and entry.dagster_event.message else entry.user_message
+    error = _error_text(entry)
+    return f"{stamp} {level} {entry.step_key or '-'} {event} {text}" + (f"\n{error}" if error else "") + "\n"
 
-    level: str
-    step: str
-    event: str
-    message: str
 
-
-def parse(line: str) -> LogLine | None:
-    """The parts of a Dagster console line, or None for a continuation line (a stack trace, a warning)."""
-    match = _PREFIX.match(line.rstrip("\n"))
-    if not match:
-        return None
-    parts = match["rest"].split(" - ")
-    if parts and parts[0].isdigit():  # the process id of framework events
-        parts = parts[1:]
-    for index, part in enumerate(parts[:3]):
-        if _EVENT.match(part):
-            return LogLine(match["level"], parts[index - 1] if index else "", part, " - ".join(parts[index + 1:]))
-    return LogLine(match["level"], parts[0] if len(parts) > 1 else "", "", " - ".join(parts[1:]) or parts[0])
+def _error_text(entry: dg.EventLogEntry) -> str:
+    """The user-facing part of a failure: the chain of error messages, without the stack trace."""
+    data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+    error, messages = getattr(data, "error", None), []
+    while error is not None:
+        message = error.message.strip()
+        if message.startswith("dagster._core.definitions.events.Failure: "):  # a step's own failure: its words
+            message = message.split(": ", 1)[1]
+        messages.append(message)
+        error = error.cause
+    return "\n".join(messages)
 
 
 @dataclass
 class RunView:
-    """Turns the stream of console lines into the short view, writing every line to ``log``."""
+    """Turns a run's event log entries into the short view, writing every entry to ``log``."""
 
     log: TextIO
     out: TextIO = sys.stdout
     interactive: bool = False
     _bars: dict[str, tqdm] = field(default_factory=dict)
-    _failure_lines: int = 0
 
-    def feed(self, lines: Iterable[str]) -> None:
-        for line in lines:
-            self.log.write(line)
-            self.log.flush()
-            self._show(line)
-        for bar in self._bars.values():
-            bar.close()
+    def feed(self, entries: Iterable[dg.EventLogEntry]) -> None:
+        for entry in entries:
+            self.show(entry)
+        self.close()
+
+    def show(self, entry: dg.EventLogEntry) -> None:
+        self.log.write(log_line(entry))
+        self.log.flush()
+        event = entry.dagster_event
+        if event is None:
+            if entry.level >= 20:  # INFO and above: what the steps say to people
+                self._user_log(entry.step_key or "", entry.user_message)
+            return
+        kind, step = event.event_type.name, event.step_key or ""  # the name: RUN_FAILURE, not PIPELINE_FAILURE
+        if kind == "STEP_START":
+            self._print(f"[fmn] {step} ...")
+        elif kind == "STEP_SUCCESS":
+            self._close_bar(step)
+            took = getattr(event.event_specific_data, "duration_ms", None)
+            self._print(f"[fmn] {step} done" + (f" in {took / 1000:.1f} s" if took is not None else ""))
+        elif kind in _STEP_TROUBLE:
+            self._close_bar(step)
+            self._print(f"[fmn] {step}: {kind.lower().replace('_', ' ')}: {event.message or ''}")
+            for line in _error_text(entry).splitlines()[:6]:
+                self._print(f"      {line}")
+        elif kind == "ASSET_CHECK_EVALUATION":
+            self._print(f"[fmn]   {event.message}")
+        elif kind in _RUN_ENDS:
+            self._print(f"[fmn] {kind}: {event.message}")
+
+    def close(self) -> None:
+        for step in list(self._bars):
+            self._close_bar(step)
 
     def _print(self, text: str) -> None:
         if self._bars and self.interactive:
@@ -72,49 +100,20 @@ class RunView:
         else:
             print(text, file=self.out, flush=True)
 
-    def _show(self, line: str) -> None:
-        record = parse(line)
-        if record is None:
-            text = line.strip()
-            # the failure's own lines, up to its stack trace; Python warnings of other steps may come in between
-            noise = "Warning:" in text or text.startswith(("File ", "return ", "warnings.", "self.", "^"))
-            if self._failure_lines and text and not noise and not text.startswith("Stack Trace"):
-                self._print(f"      {text}")
-                self._failure_lines -= 1
-            if text.startswith("Stack Trace"):
-                self._failure_lines = 0
-            return
-        if record.event == "STEP_START":
-            self._print(f"[fmn] {record.step} ...")
-        elif record.event == "STEP_SUCCESS":
-            took = re.search(r" in ([\d.]+\s?\w+)\.?$", record.message)
-            self._close_bar(record.step)
-            self._print(f"[fmn] {record.step} done" + (f" in {took[1]}" if took else ""))
-        elif record.event in ("STEP_FAILURE", "STEP_UP_FOR_RETRY", "STEP_RESTARTED"):
-            self._close_bar(record.step)
-            self._print(f"[fmn] {record.step}: {record.event.lower().replace('_', ' ')}: {record.message}")
-            self._failure_lines = 6
-        elif record.event == "ASSET_CHECK_EVALUATION":
-            self._print(f"[fmn]   {record.message}")
-        elif record.event in ("RUN_SUCCESS", "RUN_FAILURE", "PIPELINE_SUCCESS", "PIPELINE_FAILURE"):
-            self._print(f"[fmn] {record.event}: {record.message}")
-        elif not record.event and record.level in ("INFO", "WARNING", "ERROR", "CRITICAL"):
-            self._user_log(record)
-
-    def _user_log(self, record: LogLine) -> None:
-        epoch = _EPOCH.match(record.message)
+    def _user_log(self, step: str, message: str) -> None:
+        epoch = _EPOCH.match(message)
         if not epoch:
-            self._print(f"[fmn]   {record.step}: {record.message}")
+            self._print(f"[fmn]   {step}: {message}")
             return
         values = dict(item.split(" ", 1) for item in epoch["fields"].split(", ") if " " in item)
         shown = ", ".join(f"{k} {values[k]}" for k in _SHOWN_FIELDS if k in values)
         if not self.interactive:
             self._print(f"[fmn]   stage {epoch['stage']} epoch {epoch['epoch']}/{epoch['total']}: {shown}")
             return
-        bar = self._bars.get(record.step)
+        bar = self._bars.get(step)
         if bar is None:
-            bar = self._bars[record.step] = tqdm(total=int(epoch["total"]), desc=f"stage {epoch['stage']}",
-                                                unit="epoch", file=self.out, leave=True)
+            bar = self._bars[step] = tqdm(total=int(epoch["total"]), desc=f"stage {epoch['stage']}",
+                                          unit="epoch", file=self.out, leave=True)
         bar.set_postfix_str(shown, refresh=False)
         bar.update(int(epoch["epoch"]) - bar.n)
 
@@ -122,3 +121,41 @@ class RunView:
         bar = self._bars.pop(step, None)
         if bar is not None:
             bar.close()
+
+
+class RunFollower(threading.Thread):
+    """Follows the run tagged ``tag`` in ``instance`` while it executes, feeding each new event to ``view``.
+
+    The main job executes the run in the main thread (Dagster handles interrupts there); this thread polls
+    the instance's event log, as the UI does, and stops after the run's last event once ``finish`` is called.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, tag: tuple[str, str], view: RunView, poll_s: float = 0.5):
+        super().__init__(daemon=True, name="fmn-run-follower")
+        self.instance, self.tag, self.view, self.poll_s = instance, tag, view, poll_s
+        self.run_id: str | None = None
+        self._finished = threading.Event()
+
+    def finish(self) -> None:
+        self._finished.set()
+        self.join()
+
+    def run(self) -> None:
+        cursor = None
+        while True:
+            done = self._finished.is_set()  # read first: one more poll after the run ended catches its last events
+            if self.run_id is None:
+                runs = self.instance.get_runs(dg.RunsFilter(tags={self.tag[0]: self.tag[1]}), limit=1)
+                self.run_id = runs[0].run_id if runs else None
+            if self.run_id is not None:
+                while True:
+                    page = self.instance.get_records_for_run(self.run_id, cursor=cursor, limit=500)
+                    for record in page.records:
+                        self.view.show(record.event_log_entry)
+                    cursor = page.cursor
+                    if not page.has_more:
+                        break
+            if done:
+                self.view.close()
+                return
+            self._finished.wait(self.poll_s)

@@ -13,7 +13,7 @@ import os
 import dagster as dg
 
 from fmn_assets.assets import ASSETS, CHECKS
-from fmn_assets.automation import fmn_automation, fmn_pipeline, fmn_pipeline_paper, fmn_synthetic_data
+from fmn_assets.automation import fmn_automation, fmn_pipeline, fmn_pipeline_paper
 from fmn_assets.resources import DVCResource, ProjectPaths
 
 
@@ -30,7 +30,7 @@ def executor() -> dg.ExecutorDefinition:
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[fmn_synthetic_data, fmn_pipeline, fmn_pipeline_paper],
+    jobs=[fmn_pipeline, fmn_pipeline_paper],
     sensors=[fmn_automation],
     resources={"paths": ProjectPaths(), "dvc": DVCResource()},
     executor=executor(),

@@ -1,4 +1,4 @@
-"""The project's main job: materialise the whole graph for one dataset with the real Dagster CLI.
+"""The project's main job: one Dagster run of the whole graph for one dataset, driven through Dagster's API.
 
     python -m fmn_assets.main                      # the synthetic default, CPU demo recipe
     python -m fmn_assets.main --partition market1501 --config my_run.yaml
@@ -8,10 +8,13 @@ DAGSTER_HOME defaults to ``.dagster_home/`` in the project folder, with the
 project's ``dagster.yaml`` linked into it, so ``dagster dev`` started the same
 way afterwards shows this run, its checks and its metadata.
 
-The whole graph takes two runs for the synthetic partition: ``synthetic_dataset``
-has a partitions definition of its own (synthetic only), and Dagster runs one
-partitions definition per run, so it is materialized first. At the end the job
-prints the ``git add ... && git commit`` line that records the run's DVC pointers.
+The run is ``fmn_pipeline`` for the partition, executed with ``dagster.execute_job``
+on that instance (the multiprocess executor, as ``dagster asset materialize`` and
+the UI's "Materialize all" use); for the synthetic partition its first step,
+``dataset_splits``, generates the data when it is missing. The terminal shows a
+short view read from the run's events in the instance (fmn_assets.console), the
+full event log goes to a file. At the end the job prints the
+``git add ... && git commit`` line that records the run's DVC pointers.
 """
 
 from __future__ import annotations
@@ -21,18 +24,23 @@ import datetime
 import os
 import shlex
 import shutil
-import subprocess
 import sys
-import tempfile
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
-from fmn_assets.console import RunView
 from fmn_assets.partitions import DATASETS
 from fmn_assets.resources import project_dir
 
-#: The graph after the data is in place: every asset but synthetic_dataset (Dagster selection syntax).
-GRAPH_AFTER_DATA = "not key:synthetic_dataset"
+JOB_NAME = "fmn_pipeline"
+
+
+def pipeline_job():
+    """The job the main job runs, rebuilt by each step process (``dagster.reconstructable``)."""
+    from fmn_assets import defs
+
+    return defs.resolve_job_def(JOB_NAME)
 
 
 def dagster_home(root: Path) -> Path:
@@ -49,11 +57,17 @@ def dagster_home(root: Path) -> Path:
     return home
 
 
-def seed_config(folder: Path, seed: int) -> Path:
-    """A run-config file that sets the training seed; Dagster deep-merges it over the user's ``--config``."""
-    path = folder / f"seed_{seed}.yaml"
-    path.write_text(f"ops:\n  grn_checkpoint:\n    config:\n      seed: {seed}\n")
-    return path
+def merged(base: dict, extra: dict) -> dict:
+    """``extra`` deep-merged over ``base`` (the seed over the user's run config)."""
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def with_seed(run_config: dict, seed: int) -> dict:
+    """The run config with the training seed set (stage 2 inherits it from the GRN's configuration)."""
+    return merged(run_config, {"ops": {"grn_checkpoint": {"config": {"overrides": {"seed": seed}}}}})
 
 
 def latest_seed_study(home: Path, partition: str) -> str | None:
@@ -70,24 +84,20 @@ def latest_seed_study(home: Path, partition: str) -> str | None:
     return None
 
 
-def split_config(config: Path | None, folder: Path) -> tuple[list[Path], list[Path]]:
-    """The user's run config as two files: synthetic_dataset's part, and the rest of the graph's.
-
-    The two runs see only the ops they hold (Dagster refuses config for ops a
-    run lacks); resources and execution settings go to both.
-    """
+def read_run_config(path: Path | None) -> dict[str, Any]:
+    """The user's run config YAML (the launchpad's shape), or an empty one."""
     import yaml
 
-    if config is None:
-        return [], []
-    whole = yaml.safe_load(config.read_text()) or {}
-    ops = dict(whole.get("ops") or {})
-    synthetic = ops.pop("synthetic_dataset", None)
-    shared = {key: value for key, value in whole.items() if key != "ops"}
-    first, rest = folder / "synthetic_dataset.yaml", folder / "graph.yaml"
-    first.write_text(yaml.safe_dump({**shared, **({"ops": {"synthetic_dataset": synthetic}} if synthetic else {})}))
-    rest.write_text(yaml.safe_dump({**shared, "ops": ops}))
-    return [first], [rest]
+    if path is None:
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"--config {path}: cannot read it as YAML ({exc})") from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"--config {path}: expected a run config mapping (ops:, resources:, ...), "
+                         f"got {type(config).__name__}")
+    return config
 
 
 def git_commit_line(root: Path, partition: str) -> str:
@@ -99,20 +109,34 @@ def git_commit_line(root: Path, partition: str) -> str:
     return f"git add {shlex.join(names)} && git commit -m {shlex.quote(message)}"
 
 
-def materialize(dagster: list[str], select: str, partition: str, configs: list[Path], root: Path,
-                env: dict[str, str], log_file: Path, verbose: bool) -> int:
-    """One ``dagster asset materialize`` run: the short view on the terminal, every line in ``log_file``."""
-    command = [*dagster, "asset", "materialize", "-m", "fmn_assets", "--select", select, "--partition", partition]
-    for config in configs:
-        command += ["-c", str(config)]
-    print(f"[fmn] {' '.join(command)}", flush=True)
-    if verbose:
-        return subprocess.call(command, cwd=root, env=env)
-    with open(log_file, "a", encoding="utf-8") as log, subprocess.Popen(
-            command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            bufsize=1) as process:
-        RunView(log, interactive=sys.stdout.isatty()).feed(process.stdout)
-        return process.wait()
+def run_once(partition: str, run_config: dict, select: str, log_file: Path, verbose: bool) -> bool:
+    """One run of the pipeline job on the instance at $DAGSTER_HOME, shown as it goes; True when it succeeded."""
+    import dagster as dg
+
+    from fmn_assets.console import RunFollower, RunView
+
+    asset_keys = None
+    if select != "*":
+        job_keys = pipeline_job().asset_layer.selected_asset_keys
+        asset_keys = sorted(dg.AssetSelection.from_string(select).resolve(pipeline_job().asset_layer.asset_graph)
+                            & job_keys)
+        if not asset_keys:
+            raise SystemExit(f"--select {select!r} selects no asset of {JOB_NAME}")
+    if not verbose:  # the short view replaces Dagster's console log; the log file keeps every event
+        run_config = merged({"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}, run_config)
+    token = uuid.uuid4().hex
+    print(f"[fmn] {JOB_NAME} for partition {partition}"
+          + (f", assets {', '.join(k.to_user_string() for k in asset_keys)}" if asset_keys else ""), flush=True)
+    with dg.DagsterInstance.get() as instance, open(log_file, "a", encoding="utf-8") as log:
+        follower = RunFollower(instance, ("fmn/main", token), RunView(log, interactive=sys.stdout.isatty()))
+        follower.start()
+        try:
+            result = dg.execute_job(dg.reconstructable(pipeline_job), instance=instance, run_config=run_config,
+                                    tags={"dagster/partition": partition, "fmn/main": token},
+                                    asset_selection=asset_keys)
+        finally:
+            follower.finish()
+        return result.success
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,32 +155,26 @@ def main(argv: list[str] | None = None) -> int:
 
     root = project_dir()
     home = dagster_home(root)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(root), "PYTHONUNBUFFERED": "1"}
+    # the step processes inherit these: the instance, the project, unbuffered output for the captured logs
+    os.environ.update({"DAGSTER_HOME": str(home), "FMN_PROJECT_DIR": str(root), "PYTHONUNBUFFERED": "1"})
     dagster = Path(sys.executable).with_name("dagster")
-    program = [str(dagster) if dagster.exists() else "dagster"]
     log_file = home / "logs" / f"main-{args.partition}-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     print(f"[fmn] DAGSTER_HOME={home}\n[fmn] full log: {log_file}", flush=True)
-    user_configs = [args.config] if args.config else []
-    with tempfile.TemporaryDirectory(prefix="fmn-seeds-") as folder:
-        code, select = 0, args.select
-        if args.select == "*":  # synthetic_dataset first, in a run of its own, then the rest of the graph
-            synthetic_configs, user_configs = split_config(args.config, Path(folder))
-            select = GRAPH_AFTER_DATA
-            if args.partition == "synthetic":
-                code = materialize(program, "synthetic_dataset", "synthetic", synthetic_configs, root, env, log_file,
-                                   args.verbose)
-        for seed in (args.seeds or [None]) if code == 0 else []:
-            configs = user_configs if seed is None else [*user_configs, seed_config(Path(folder), seed)]
-            if seed is not None:
-                print(f"\n[fmn] training seed {seed}", flush=True)
-            code = materialize(program, select, args.partition, configs, root, env, log_file, args.verbose)
-            if code != 0:
-                break
+    run_config = read_run_config(args.config)
+    succeeded = True
+    for seed in args.seeds or [None]:
+        if seed is not None:
+            print(f"\n[fmn] training seed {seed}", flush=True)
+        succeeded = run_once(args.partition, run_config if seed is None else with_seed(run_config, seed),
+                             args.select, log_file, args.verbose)
+        if not succeeded:
+            break
+    code = 0 if succeeded else 1
 
     artifacts = root / "artifacts" / args.partition
     if code != 0:
-        print(f"\n[fmn] the run failed (exit code {code}); the full log is {log_file}, and the Dagster UI "
+        print(f"\n[fmn] the run failed; the full log is {log_file}, and the Dagster UI "
               "shows which step failed and why:\n"
               f"      DAGSTER_HOME={home} {dagster} dev -w {root / 'workspace.yaml'}", file=sys.stderr)
         return code

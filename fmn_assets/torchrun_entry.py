@@ -1,16 +1,16 @@
 """The process torchrun starts for a multi-process training step: fmn_core's training, reported through Pipes.
 
 ``grn_checkpoint`` / ``fmn_checkpoint`` with ``processes: N`` launch
-``torchrun -m fmn_assets.torchrun_entry --stage K --splits FILE --config JSON --out DIR [--grn FILE]``
-through Dagster's ``PipesSubprocessClient``. The recipe travels as the JSON of ``TrainConfig.to_dict()`` and is
-read back by ``TrainConfig.from_dict``: one schema, no option strings to print and parse again. Rank 0 opens the
+``torchrun -m fmn_assets.torchrun_entry --stage K --splits FILE --config FILE --out DIR [--grn FILE]``
+through Dagster's ``PipesSubprocessClient``. The step's resolved configuration travels as a recipe file
+(``fmn_core.engine.recipes.save_config``) and is read back by ``load_recipe``: one schema, no option strings to
+print and parse again. Rank 0 opens the
 Pipes channel, so every epoch shows in the run's event log while training runs; the other ranks train silently.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from contextlib import nullcontext
@@ -19,14 +19,14 @@ from pathlib import Path
 from dagster_pipes import open_dagster_pipes
 
 from fmn_core.data import load_split_table
-from fmn_core.engine import TrainConfig, train_stage1, train_stage2
+from fmn_core.engine import load_recipe, train_stage1, train_stage2
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fmn_assets.torchrun_entry", description=__doc__)
     parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
     parser.add_argument("--splits", type=Path, required=True, help="the partition's saved split table")
-    parser.add_argument("--config", required=True, help="TrainConfig.to_dict() as JSON")
+    parser.add_argument("--config", type=Path, required=True, help="the resolved configuration, a recipe file")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--grn", type=Path, help="stage 2: the GRN checkpoint")
     return parser
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = TrainConfig.from_dict(json.loads(args.config))
+    config = load_recipe(args.config)
     if args.stage == 2 and args.grn is None:
         raise SystemExit("--grn is required for --stage 2")
     is_main_rank = int(os.environ.get("RANK", "0")) == 0

@@ -3,8 +3,8 @@
     fmn generate --preset small data/synthetic      # write the synthetic Market-style dataset
     fmn inspect market1501 /data/Market-1501        # read a dataset, print its report, save the split table
     fmn inspect cuhk01 /data/CUHK01/campus --split-id 0   # CUHK01, 485/486 identities
-    fmn train-stage1 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo
-    fmn train-stage2 --dataset synthetic --root data/synthetic --preset cpu --out runs/demo \
+    fmn train-stage1 --dataset synthetic --root data/synthetic --config cpu --out runs/demo
+    fmn train-stage2 --dataset synthetic --root data/synthetic --config cpu --out runs/demo \
         --grn runs/demo/grn.pt
     fmn export runs/demo/fmn.pt --out fmn.onnx       # ONNX, written only if onnxruntime matches PyTorch
     fmn search --gallery gallery_descriptors.parquet --model fmn.onnx query.jpg --out result.png
@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fmn_core.data import DATASET_READERS, DatasetError, read_dataset
 from fmn_core.data.image_check import CHECK_MODES
+from fmn_core.utils.errors import FMNInputError
 from fmn_core.utils.output_guard import check_output
 
 
@@ -77,7 +78,7 @@ def _load_table(args: argparse.Namespace):
     if args.splits:  # --root with --splits: where the dataset is now, when it moved after the table was written
         return load_split_table(args.splits, root=args.root)
     if not (args.dataset and args.root):
-        raise ValueError("give either --splits (a saved split table) or --dataset and --root")
+        raise FMNInputError("give either --splits (a saved split table) or --dataset and --root")
     loaded = read_dataset(args.dataset, args.root, **_reader_options(args))
     for finding in loaded.report.findings:  # what the reader skipped must not vanish without a word
         if finding.severity != "info":
@@ -92,14 +93,14 @@ def train_from_args(args: argparse.Namespace, on_epoch_end=None):
     ``on_epoch_end(stage, epoch, row)`` is called on every rank after each epoch, so a
     caller (an orchestrator's torchrun entry point) can report progress as it happens.
     """
-    from fmn_core.engine import parse_overrides, preset, train_stage1, train_stage2
+    from fmn_core.engine import load_recipe, parse_overrides, train_stage1, train_stage2
 
-    config = preset(args.preset, **parse_overrides(args.set))
+    config = load_recipe(args.config, **parse_overrides(args.set))
     epochs = "stage1_epochs" if args.command == "train-stage1" else "stage2_epochs"
     if getattr(config, epochs) < 1:  # an untrained network would be written as a finished checkpoint
-        raise ValueError(f"{epochs}={getattr(config, epochs)}: {args.command} trains at least 1 epoch")
+        raise FMNInputError(f"{epochs}={getattr(config, epochs)}: {args.command} trains at least 1 epoch")
     if args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} is a file; give the folder for checkpoints and metrics")
+        raise FMNInputError(f"--out {args.out} is a file; give the folder for checkpoints and metrics")
     table = _load_table(args)
     if args.command == "train-stage1":
         return train_stage1(table, config, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
@@ -135,10 +136,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         check_output(args.json, list(args.descriptors), "metrics file")
     table = DescriptorTable.concat([DescriptorTable.load(path) for path in args.descriptors])
     if not 0 <= args.lambda_value <= 1:
-        raise ValueError(f"--lambda {args.lambda_value}: expected a weight between 0 and 1")
+        raise FMNInputError(f"--lambda {args.lambda_value}: expected a weight between 0 and 1")
     if args.k2 > args.k1:
-        raise ValueError(f"--k2 {args.k2} is larger than --k1 {args.k1}; the query expansion takes at most k1 "
-                         "neighbours")
+        raise FMNInputError(f"--k2 {args.k2} is larger than --k1 {args.k1}; the query expansion takes at most k1 "
+                            "neighbours")
     results = evaluate_descriptors(table, rerank=args.rerank, k1=args.k1, k2=args.k2, lambda_value=args.lambda_value)
     print(results_markdown(results))
     skipped = max(r.num_skipped for r in results.values())
@@ -254,7 +255,7 @@ def _reader_options(args: argparse.Namespace) -> dict:
     """Options only some readers take (CUHK01's split), refused by name for the others."""
     options = {"split_id": args.split_id} if getattr(args, "split_id", None) is not None else {}
     if options and args.dataset != "cuhk01":
-        raise ValueError(f"--split-id chooses a CUHK01 split; dataset '{args.dataset}' has one fixed split")
+        raise FMNInputError(f"--split-id chooses a CUHK01 split; dataset '{args.dataset}' has one fixed split")
     return options
 
 
@@ -294,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("train-stage2", "stage 2: freeze the GRN, train MN + LAN (Algorithm 1, line 3)")):
         train = commands.add_parser(name, help=text)
         _add_data_arguments(train)
-        train.add_argument("--preset", default="cpu", help="paper or cpu")
+        train.add_argument("--config", "--preset", dest="config", default="cpu", metavar="RECIPE",
+                           help="a recipe name (cpu, paper, ablation/constant_mask, ...) or a YAML file such as the "
+                                "*.config.yaml written beside every checkpoint (default cpu)")
         train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one option")
         train.add_argument("--out", type=Path, required=True, help="folder for checkpoints and metrics")
         train.add_argument("--no-resume", action="store_true", help="ignore a partial checkpoint in --out")

@@ -1,7 +1,7 @@
 """The asset graph, stage by stage: data -> training -> retrieval -> evaluation -> deployment."""
 
 import fmn_assets._warnings  # noqa: F401 -- before any definition
-from fmn_assets.assets.data import dataset_splits, raw_datasets, synthetic_dataset
+from fmn_assets.assets.data import dataset_splits, raw_datasets
 from fmn_assets.assets.data_checks import split_table_suites
 from fmn_assets.assets.deployment import model_card, onnx_model, onnx_model_matches_checkpoint
 from fmn_assets.assets.retrieval import (
@@ -19,7 +19,7 @@ from fmn_assets.assets.training import (
     grn_checkpoint_loads,
 )
 
-ASSETS = [synthetic_dataset, raw_datasets, dataset_splits, grn_checkpoint, fmn_checkpoint, descriptor_tables,
+ASSETS = [raw_datasets, dataset_splits, grn_checkpoint, fmn_checkpoint, descriptor_tables,
           evaluation_metrics, onnx_model, model_card]
 CHECKS = [split_table_suites, grn_checkpoint_loads, fmn_checkpoint_loads, fmn_mask_alive, query_descriptors_usable,
           gallery_descriptors_usable, metrics_in_range, onnx_model_matches_checkpoint]

@@ -14,6 +14,7 @@ from fmn_assets.validation import (
     queries_suite,
     schema_suite,
 )
+from fmn_core.utils.errors import FMNInputError
 
 
 def _result(outcome: SuiteOutcome) -> dg.AssetCheckResult:
@@ -62,7 +63,7 @@ def split_table_suites(context: dg.AssetCheckExecutionContext, paths: ProjectPat
     dataset = context.partition_key
     try:
         table = split_table(paths, dataset)
-    except ValueError as exc:  # a table whose columns break the schema cannot be validated further
+    except FMNInputError as exc:  # a table whose columns break the schema cannot be validated further
         for name, _ in SUITES:
             yield dg.AssetCheckResult(check_name=name, asset_key=dataset_splits.key, passed=False,
                                       metadata={"error": str(exc)})

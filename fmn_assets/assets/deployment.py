@@ -1,6 +1,5 @@
 """Deployment stage: the ONNX export (checked against PyTorch) and the model card a reviewer reads first."""
 
-import json
 import platform
 import time
 
@@ -12,12 +11,14 @@ from fmn_assets.assets.training import fmn_checkpoint
 from fmn_assets.automation import WHEN_UPSTREAM_CHANGED
 from fmn_assets.code_versions import EXPORT_CODE, MODEL_CARD_CODE
 from fmn_assets.configs import ModelCardConfig, OnnxExportConfig
+from fmn_assets.failures import bad_input_fails_the_step
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
-from fmn_core.engine import CheckpointError, load_checkpoint
+from fmn_core.engine import load_checkpoint
 from fmn_core.engine.checkpoint import weights_fingerprint
-from fmn_core.export import ExportError, OnnxDescriptorMetadata, export_onnx, parity_images
-from fmn_core.export.model_card import DataLineage, render_model_card, reproduce_commands
+from fmn_core.export import OnnxDescriptorMetadata, export_onnx, parity_images
+from fmn_core.export.model_card import DataLineage, pipeline_commands, render_model_card, reproduce_commands
+from fmn_core.retrieval.results import read_metrics
 from fmn_core.utils.atomic import atomic_write_text
 from fmn_core.utils.machine import machine_description
 
@@ -35,14 +36,11 @@ def onnx_model(context: dg.AssetExecutionContext, config: OnnxExportConfig, path
     # has no partial state: fmn.onnx is written atomically, so a concurrent export can only replace it whole.
     images = parity_images(split_table(paths, dataset), config.parity_queries, config.parity_gallery)
     start = time.perf_counter()
-    try:
+    with bad_input_fails_the_step(f"ONNX export of '{dataset}' failed, nothing was written"):
         result = export_onnx(paths.checkpoint(dataset, 2), paths.onnx_model(dataset), opset=config.opset,
                              dynamic_batch=config.dynamic_batch, outputs=config.outputs,
                              tolerance=config.tolerance, images=images,
                              queries=min(config.parity_queries, len(images) - 1))
-    except (FileNotFoundError, CheckpointError, ValueError, ExportError) as exc:
-        raise dg.Failure(allow_retries=False, description=f"ONNX export of '{dataset}' failed, nothing was "
-                                                          f"written: {exc}") from exc
     seconds = time.perf_counter() - start
     versioned = dvc.track(result.path)
     import onnxruntime  # imported here: only the export and its checks need it
@@ -110,12 +108,9 @@ def model_card(context: dg.AssetExecutionContext, config: ModelCardConfig, paths
                dvc: DVCResource) -> dg.MaterializeResult:
     dataset = context.partition_key
     with paths.exclusive(dataset, "model_card"):
-        try:
+        with bad_input_fails_the_step(f"the model card of '{dataset}' needs the trained FMN and its metrics"):
             state = load_checkpoint(paths.checkpoint(dataset, 2))
-            metrics = json.loads(paths.metrics(dataset).read_text())
-        except (FileNotFoundError, CheckpointError, ValueError) as exc:
-            raise dg.Failure(allow_retries=False, description=f"the model card of '{dataset}' needs the trained "
-                                                              f"FMN and its metrics: {exc}") from exc
+            metrics = read_metrics(paths.metrics(dataset))
         splits = _splits_used(context)
         split_meta = dict(splits.asset_materialization.metadata) if splits else {}
         counts = {f"{split} {what}": _value(split_meta, f"{split}_{what}") for split in ("train", "query", "gallery")
@@ -136,17 +131,10 @@ def model_card(context: dg.AssetExecutionContext, config: ModelCardConfig, paths
             meta = OnnxDescriptorMetadata.from_props(props, str(onnx_file))
             onnx = {"path": onnx_file.name, "outputs": meta.outputs, "parity": meta.parity}
         git_commit = _value(split_meta, "git_commit")
-        select = "not key:synthetic_dataset" if dataset == "synthetic" else "*"
-        pipeline = "\n".join([
-            f"git checkout {git_commit}" if git_commit and git_commit != "none" else "# at the commit of this run",
-            "dvc pull data.dvc",
-            *(["dagster asset materialize -m fmn_assets --select synthetic_dataset --partition synthetic"]
-              if dataset == "synthetic" else []),
-            f"dagster asset materialize -m fmn_assets --select '{select}' --partition {dataset} "
-            "# with this run's config (the Launchpad tab of the run)"])
         card = render_model_card(
             checkpoint=state, model_hash=weights_fingerprint(state["model"]), lineage=lineage, metrics=metrics,
-            seed_study=study, onnx=onnx, pipeline_command=pipeline, mask_grounding=grounding,
+            seed_study=study, onnx=onnx, mask_grounding=grounding,
+            pipeline_command=pipeline_commands(dataset, git_commit if git_commit != "none" else None),
             reproduce=reproduce_commands(dataset, state["config"], git_commit if git_commit != "none" else None),
             artifacts={"checkpoint": f"artifacts/{dataset}/fmn.pt", "ONNX": f"artifacts/{dataset}/fmn.onnx",
                        "descriptors": f"artifacts/{dataset}/{{query,gallery}}_descriptors.parquet",

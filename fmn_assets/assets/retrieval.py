@@ -14,17 +14,20 @@ from fmn_assets.assets.training import GPU_TAGS, fmn_checkpoint
 from fmn_assets.automation import WHEN_UPSTREAM_CHANGED
 from fmn_assets.code_versions import DESCRIPTOR_CODE, EVALUATION_CODE
 from fmn_assets.configs import DescriptorConfig, EvaluationConfig
+from fmn_assets.failures import bad_input_fails_the_step
 from fmn_assets.metadata import image_markdown, records_table, table_schema
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
-from fmn_core.engine import CheckpointError, load_checkpoint, model_from_checkpoint
+from fmn_core.engine import load_checkpoint, model_from_checkpoint
 from fmn_core.engine.progress import read_metrics_log
-from fmn_core.retrieval import DescriptorTable, extract_descriptors, pairwise_distance
-from fmn_core.retrieval.results import evaluate_descriptors, mean_std, results_markdown, seed_study_markdown
+from fmn_core.retrieval import DescriptorTable, extract_descriptors
+from fmn_core.retrieval.results import evaluate_descriptors, results_markdown
+from fmn_core.retrieval.seed_study import recipe_fingerprint, seed_study_markdown, seed_study_statistics
 from fmn_core.utils.atomic import atomic_write_text
+from fmn_core.utils.errors import FMNInputError
 
 if TYPE_CHECKING:  # fmn_core.viz is imported where the pictures are drawn: matplotlib costs every step process 0.4 s
-    from fmn_core.viz.ranked_lists import RankedRow
+    pass
 
 DESCRIPTOR_KIND = {"kinds": {"pytorch", "parquet", "dvc"}, "owners": OWNERS, "group_name": "retrieval",
                    "deps": [fmn_checkpoint, dataset_splits], "code_version": DESCRIPTOR_CODE,
@@ -43,13 +46,10 @@ def descriptor_tables(context: dg.AssetExecutionContext, config: DescriptorConfi
                       dvc: DVCResource):
     dataset = context.partition_key
     with paths.exclusive(dataset, "descriptor_tables"):
-        try:
+        with bad_input_fails_the_step(f"descriptor extraction for '{dataset}' failed"):
             descriptors, rate = extract_descriptors(paths.checkpoint(dataset, 2), split_table(paths, dataset),
                                                     batch_size=config.batch_size, device=config.device,
                                                     flip=config.flip, progress=False)
-        except (FileNotFoundError, CheckpointError, ValueError) as exc:
-            raise dg.Failure(allow_retries=False,
-                             description=f"descriptor extraction for '{dataset}' failed: {exc}") from exc
         for split in ("query", "gallery"):
             part = descriptors.subset(split)
             path = part.save(paths.descriptors(dataset, split))
@@ -81,7 +81,7 @@ def _descriptor_check(split: str) -> dg.AssetChecksDefinition:
         path = paths.descriptors(context.partition_key, split)
         try:
             table = DescriptorTable.load(path)
-        except (FileNotFoundError, ValueError, OSError) as exc:
+        except (FMNInputError, OSError) as exc:  # OSError: a file that cannot be read at all
             return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
         counts = table.degenerate_rows()
         non_finite = sum(c["non_finite"] for c in counts.values())
@@ -96,42 +96,6 @@ def _descriptor_check(split: str) -> dg.AssetChecksDefinition:
 
 query_descriptors_usable = _descriptor_check("query")
 gallery_descriptors_usable = _descriptor_check("gallery")
-
-
-def _figure4_rows(query: DescriptorTable, gallery: DescriptorTable, count: int) -> list["RankedRow"]:
-    """Queries where the GRN's first answer is wrong and the FMN's right (the paper's Figure 4), GRN then FMN."""
-    from fmn_core.viz.ranked_lists import RankedRow
-
-    ranked = {}
-    for kind in ("grn", "fmn"):
-        distances = pairwise_distance(query.features[kind], gallery.features[kind])
-        junk = ((gallery.meta.pid.to_numpy()[None, :] == query.meta.pid.to_numpy()[:, None])
-                & (gallery.meta.camid.to_numpy()[None, :] == query.meta.camid.to_numpy()[:, None]))
-        distances[junk] = np.inf
-        ranked[kind] = np.argsort(distances, axis=1, kind="stable")[:, :10]
-    hits = {kind: gallery.meta.pid.to_numpy()[order] == query.meta.pid.to_numpy()[:, None]
-            for kind, order in ranked.items()}
-    chosen = list(np.flatnonzero(~hits["grn"][:, 0] & hits["fmn"][:, 0])[:count])
-    chosen += [i for i in range(len(query)) if i not in chosen][: count - len(chosen)]
-    rows = []
-    for i in chosen:
-        for kind in ("grn", "fmn"):
-            rows.append(RankedRow(f"{kind.upper()}\npid {query.meta.pid[i]}", query.meta.path[i],
-                                  gallery.meta.path.to_numpy()[ranked[kind][i]].tolist(), hits[kind][i].tolist()))
-    return rows
-
-
-#: TrainConfig fields that change from run to run without changing the recipe
-_NOT_RECIPE = ("seed", "device", "processes", "amp")
-
-
-def recipe_fingerprint(train_config: dict, meta: pd.DataFrame) -> str:
-    """What a seed study may pool over: the training recipe (seed aside) and the evaluated images."""
-    recipe = {k: v for k, v in sorted(train_config.items()) if k not in _NOT_RECIPE}
-    images = meta.assign(path=meta["path"].map(lambda p: p.rsplit("/", 1)[-1]))
-    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode())
-    digest.update(pd.util.hash_pandas_object(images, index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def _seed_study(context: dg.AssetExecutionContext, fingerprint: str, seed: int,
@@ -166,13 +130,11 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     dataset = context.partition_key
     out = paths.artifacts(dataset)
     with paths.exclusive(dataset, "evaluation_metrics"):
-        try:
+        with bad_input_fails_the_step(f"evaluation of '{dataset}' cannot start"):
             query = DescriptorTable.load(paths.descriptors(dataset, "query"))
             gallery = DescriptorTable.load(paths.descriptors(dataset, "gallery"))
             state = load_checkpoint(paths.checkpoint(dataset, 2))
             model = model_from_checkpoint(state)
-        except (FileNotFoundError, CheckpointError, ValueError) as exc:
-            raise dg.Failure(allow_retries=False, description=f"evaluation of '{dataset}' cannot start: {exc}") from exc
         both = DescriptorTable(pd.concat([query.meta, gallery.meta]),
                                {k: np.concatenate([query.features[k], gallery.features[k]]) for k in query.features},
                                query.alpha)
@@ -185,9 +147,10 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
         atomic_write_text(out / "metrics.md", f"# {dataset}\n\n{table}\n")
 
         from fmn_core.viz import plot_cmc, plot_heatmaps, plot_ranked_lists, plot_training_curves
+        from fmn_core.viz.ranked_lists import figure4_rows
 
         pictures = out / "pictures"
-        rows = _figure4_rows(query, gallery, config.ranked_list_queries)
+        rows = figure4_rows(query, gallery, config.ranked_list_queries)
         drawn = {
             "cmc": plot_cmc(results, pictures / "cmc.png", title=f"CMC on {dataset}"),
             "ranked_lists": plot_ranked_lists(rows, pictures / "ranked_lists.png",
@@ -205,11 +168,7 @@ def evaluation_metrics(context: dg.AssetExecutionContext, config: EvaluationConf
     fingerprint = recipe_fingerprint(train_config, both.meta)
     scores = {name: {k: round(float(r.summary()[k]), 4) for k in ("rank1", "mAP")} for name, r in results.items()}
     per_seed = _seed_study(context, fingerprint, seed, scores)
-    study = {f"{name.lower().replace(' + re-ranking', '_reranked')}_{metric}_{stat}": round(value, 2)
-             for name in ("FMN", "FMN + re-ranking", "GRN") if all(name in s for s in per_seed.values())
-             for metric in ("rank1", "mAP")
-             for stat, value in zip(("mean", "std"), mean_std([s[name][metric] for s in per_seed.values()]),
-                                    strict=True)}
+    study = seed_study_statistics(per_seed)
     metadata = {"results": dg.MetadataValue.md(table),
                 "table_1": records_table([{"method": name, **{k: round(v, 2) for k, v in r.summary().items()},
                                            "skipped_queries": r.num_skipped} for name, r in results.items()],

@@ -1,8 +1,8 @@
 """Training stage: Algorithm 1's two checkpoints, and checks that they load and make sense."""
 
-import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -10,26 +10,26 @@ import torch
 from dagster._core.errors import DagsterPipesExecutionError  # not re-exported at the top level
 
 from fmn_assets.assets.data import OWNERS, dataset_splits, load_report, split_table
-from fmn_assets.automation import WHEN_UPSTREAM_CHANGED
+from fmn_assets.automation import WHEN_UPSTREAM_CHANGED, training_condition
 from fmn_assets.code_versions import TRAINING_CODE
 from fmn_assets.configs import FMNTrainingConfig, GRNTrainingConfig
+from fmn_assets.failures import bad_input_fails_the_step
 from fmn_assets.k8s import gpu_step_k8s_config
 from fmn_assets.metadata import history_markdown, records_table
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_core.data import num_train_identities
 from fmn_core.engine import (
-    CheckpointError,
     TrainConfig,
-    TrainingDivergedError,
     TrainResult,
     load_checkpoint,
     train_stage1,
     train_stage2,
 )
 from fmn_core.engine.progress import read_metrics_log
-from fmn_core.models import WeightsUnavailableError
+from fmn_core.engine.recipes import save_config
 from fmn_core.models.mixing import mask_collapse_reasons
+from fmn_core.utils.errors import FMNInputError
 
 #: One GPU per GPU step on Kubernetes, plus the GPU-node toleration and a RAM /dev/shm (dagster-k8s reads this tag;
 #: local runs ignore it). `processes: N` needs N GPUs: fmn_assets.k8s.multi_gpu_run_config sets both per run.
@@ -39,7 +39,6 @@ GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1)}
 TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=float(os.environ.get("FMN_RETRY_DELAY_S", "15")),
                                 backoff=dg.Backoff.EXPONENTIAL)
 TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners=OWNERS, kinds={"pytorch", "dvc"},
-                automation_condition=WHEN_UPSTREAM_CHANGED,
                 pool="gpu", retry_policy=TRAINING_RETRY, op_tags=GPU_TAGS, code_version=TRAINING_CODE)
 
 
@@ -50,14 +49,18 @@ def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig
     Rank 0 of ``fmn_assets.torchrun_entry`` logs every epoch into this run's event log;
     the processes' own output goes to the step's captured stdout / stderr.
     """
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = save_config(config, out / f".stage{stage}.torchrun.config.yaml")  # the run's configuration, as a file
     command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(processes),
                "-m", "fmn_assets.torchrun_entry", "--stage", str(stage), "--splits", str(splits),
-               "--config", json.dumps(config.to_dict()), "--out", str(out), *(["--grn", str(grn)] if grn else [])]
+               "--config", str(recipe), "--out", str(out), *(["--grn", str(grn)] if grn else [])]
     try:
         dg.PipesSubprocessClient().run(context=context, command=command)
     except DagsterPipesExecutionError as exc:
         raise dg.Failure(description=f"torchrun training (stage {stage}, {processes} processes) failed: {exc}. "
                                      "The step's stderr (Logs tab) holds each process's traceback.") from exc
+    finally:
+        recipe.unlink(missing_ok=True)
 
 
 def _result_from_files(stage: int, paths: ProjectPaths, dataset: str) -> TrainResult:
@@ -97,18 +100,19 @@ def _mask_metadata(diagnostics: dict) -> dict:
             for name, value in diagnostics.items()}
 
 
-def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, processes: int,
+def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[[], TrainConfig], processes: int,
            paths: ProjectPaths, grn: Path | None = None) -> TrainResult:
+    """Train one stage; ``make_config`` builds the configuration, so a bad recipe fails the step like bad data."""
     dataset = context.partition_key
     out = paths.artifacts(dataset)
     table = split_table(paths, dataset)
-    try:
-        config.validate()
+    with bad_input_fails_the_step(f"stage {stage} training on '{dataset}' failed"):
+        config = make_config()
         if processes > 1 and config.device != "cpu" and torch.cuda.is_available() \
                 and torch.cuda.device_count() < processes:
-            raise ValueError(f"processes: {processes} needs {processes} GPUs, but this step sees "
-                             f"{torch.cuda.device_count()}; on Kubernetes request them with "
-                             "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set device: cpu")
+            raise FMNInputError(f"processes: {processes} needs {processes} GPUs, but this step sees "
+                                f"{torch.cuda.device_count()}; on Kubernetes request them with "
+                                "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set device: cpu")
         if processes > 1:
             _torchrun(context, stage, config, paths.splits(dataset), out, processes, grn)
             return _result_from_files(stage, paths, dataset)
@@ -123,23 +127,22 @@ def _train(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, p
         if stage == 1:
             return train_stage1(table, config, out, progress=False, on_epoch_end=log_epoch)
         return train_stage2(table, config, grn, out, progress=False, on_epoch_end=log_epoch)
-    except (ValueError, WeightsUnavailableError, CheckpointError, TrainingDivergedError) as exc:  # retrying cannot help
-        raise dg.Failure(allow_retries=False,
-                         description=f"stage {stage} training on '{dataset}' failed: {exc}") from exc
 
 
-@dg.asset(**TRAINING, deps=[dataset_splits], tags={"paper_section": "3.3", "algorithm_1": "lines-1-2"},
+@dg.asset(**TRAINING, deps=[dataset_splits], automation_condition=training_condition(),
+          tags={"paper_section": "3.3", "algorithm_1": "lines-1-2"},
           description="The GRN fine-tuned on identity classification (eq. 4): artifacts/{dataset}/grn.pt, versioned "
                       "and pushed by DVC. A retried or restarted run resumes from grn.partial.pt.")
 def grn_checkpoint(context: dg.AssetExecutionContext, config: GRNTrainingConfig, paths: ProjectPaths,
                    dvc: DVCResource) -> dg.MaterializeResult:
     with paths.exclusive(context.partition_key, "grn_checkpoint"):
-        result = _train(context, 1, config.train_config(), config.processes, paths)
+        result = _train(context, 1, config.train_config, config.processes, paths)
         versioned = dvc.track(result.checkpoint)
     return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5), metadata=_metadata(result, versioned))
 
 
-@dg.asset(**TRAINING, deps=[grn_checkpoint, dataset_splits], tags={"paper_section": "3.3", "algorithm_1": "line-3"},
+@dg.asset(**TRAINING, deps=[grn_checkpoint, dataset_splits], automation_condition=WHEN_UPSTREAM_CHANGED,
+          tags={"paper_section": "3.3", "algorithm_1": "line-3"},
           description="The full FMN: the frozen GRN plus the Mixing Network and LAN trained with cross-entropy and "
                       "the ranking loss (eq. 4 + 5): artifacts/{dataset}/fmn.pt, versioned and pushed by DVC.")
 def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig, paths: ProjectPaths,
@@ -147,13 +150,10 @@ def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig,
     dataset = context.partition_key
     grn = paths.checkpoint(dataset, 1)
     with paths.exclusive(dataset, "fmn_checkpoint"):
-        try:
+        with bad_input_fails_the_step(f"cannot use the GRN checkpoint of '{dataset}'",
+                                      "Materialize grn_checkpoint again."):
             grn_config = TrainConfig.from_dict(load_checkpoint(grn)["config"])
-        except (FileNotFoundError, CheckpointError, ValueError) as exc:
-            raise dg.Failure(allow_retries=False,
-                             description=f"cannot use the GRN checkpoint of '{dataset}': {exc}. Materialize "
-                                         "grn_checkpoint again.") from exc
-        result = _train(context, 2, config.train_config(grn_config), config.processes, paths, grn)
+        result = _train(context, 2, lambda: config.train_config(grn_config), config.processes, paths, grn)
         versioned = dvc.track(result.checkpoint)
         grounding = _mask_grounding(context, paths, result) if dataset == "synthetic" else {}
     return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5),
@@ -184,7 +184,7 @@ def _checkpoint_check(paths: ProjectPaths, dataset: str, stage: int) -> dg.Asset
     path = paths.checkpoint(dataset, stage)
     try:
         state = load_checkpoint(path)
-    except (FileNotFoundError, CheckpointError) as exc:
+    except FMNInputError as exc:
         return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
     expected = num_train_identities(split_table(paths, dataset))
     non_finite = [k for k, v in state["model"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
@@ -223,7 +223,7 @@ def fmn_mask_alive(context: dg.AssetCheckExecutionContext, paths: ProjectPaths) 
     path = paths.checkpoint(context.partition_key, 2)
     try:
         state = load_checkpoint(path)
-    except (FileNotFoundError, CheckpointError) as exc:
+    except FMNInputError as exc:
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"error": str(exc)})
     diagnostics = state.get("diagnostics", {}).get("mask")
     if state["config"].get("mask_mode") == "constant":

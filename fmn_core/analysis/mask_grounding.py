@@ -28,6 +28,7 @@ import torch
 
 from fmn_core.data.loading import CachedBatches, ImageCache
 from fmn_core.models.fmn import FeatureMaskNetwork
+from fmn_core.utils.errors import FMNInputError
 
 #: detail type -> the BODY_LAYOUT bands (of the person box, top to bottom) it is drawn in
 DETAIL_BANDS: dict[str, tuple[str, ...]] = {
@@ -185,7 +186,7 @@ def grounding_of_checkpoint(checkpoint: str, synthetic_root: str, device: str = 
 
     state = load_checkpoint(checkpoint)
     if state["stage"] != 2:
-        raise ValueError(f"{checkpoint} is a stage-{state['stage']} checkpoint; the mask needs the trained FMN")
+        raise FMNInputError(f"{checkpoint} is a stage-{state['stage']} checkpoint; the mask needs the trained FMN")
     if state["config"].get("mask_mode") == "constant":
         return None
     model = model_from_checkpoint(state, source=str(checkpoint)).eval()

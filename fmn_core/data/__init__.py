@@ -7,6 +7,7 @@ table schema is in :mod:`fmn_core.data.schema`. Pick a reader by name with
 
 from __future__ import annotations
 
+from fmn_core.utils.errors import FMNInputError
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def read_dataset(name: str, root: str | Path, **kwargs) -> LoadedDataset:
     try:
         reader = DATASET_READERS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASET_READERS)}") from None
+        raise FMNInputError(f"unknown dataset {name!r}; expected one of {sorted(DATASET_READERS)}") from None
     return reader(root, **kwargs)
 
 

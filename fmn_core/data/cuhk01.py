@@ -30,6 +30,7 @@ variant of the method) on it, then report on the test split (v = 0).
 
 from __future__ import annotations
 
+from fmn_core.utils.errors import FMNInputError
 import re
 from pathlib import Path
 
@@ -67,10 +68,10 @@ def find_campus(root: str | Path) -> Path:
 def split_identities(pids: list[int], split_id: int, num_test: int = NUM_TEST_IDENTITIES) -> tuple[list[int], list[int]]:
     """(train pids, test pids) of split ``split_id``: 0 = sorted (the first ones train), k > 0 = seeded permutation."""
     if split_id < 0:
-        raise ValueError(f"cuhk01: split_id={split_id}; expected 0 (the fixed sorted split) or a positive seed")
+        raise FMNInputError(f"cuhk01: split_id={split_id}; expected 0 (the fixed sorted split) or a positive seed")
     if not 0 < num_test < len(pids):
-        raise ValueError(f"cuhk01: {num_test} test identities out of {len(pids)}; expected between 1 and "
-                         f"{len(pids) - 1}")
+        raise FMNInputError(f"cuhk01: {num_test} test identities out of {len(pids)}; expected between 1 and "
+                            f"{len(pids) - 1}")
     ordered = sorted(pids)
     if split_id > 0:
         ordered = [ordered[i] for i in np.random.default_rng(split_id).permutation(len(ordered))]
@@ -112,8 +113,8 @@ def read_cuhk01(root: str | Path, check_images: ImageCheck = "header", strict: b
         raise DatasetError(f"cuhk01: {len(by_pid)} identities in {campus}; the protocol needs at least 2")
     train_pids, test_pids = split_identities(list(by_pid), split_id, min(num_test, len(by_pid) - 1))
     if not 0 <= validation_identities < len(train_pids):
-        raise ValueError(f"cuhk01: validation_identities={validation_identities}; expected 0 to "
-                         f"{len(train_pids) - 1} (there are {len(train_pids)} training identities)")
+        raise FMNInputError(f"cuhk01: validation_identities={validation_identities}; expected 0 to "
+                            f"{len(train_pids) - 1} (there are {len(train_pids)} training identities)")
     if validation_identities:
         evaluated = set(train_pids[-validation_identities:])
         train = set(train_pids[:-validation_identities])

@@ -20,6 +20,7 @@ toolkits that report CUHK03-NP numbers.
 
 from __future__ import annotations
 
+from fmn_core.utils.errors import FMNInputError
 import json
 import os
 from pathlib import Path
@@ -129,7 +130,7 @@ def read_cuhk03(root: str | Path, kind: CropKind = "detected", cache_dir: str | 
                 check_images: ImageCheck = "header", strict: bool = True) -> LoadedDataset:
     """CUHK03-NP, detected or labeled crops: 7,365/7,368 train, 1,400 query, 5,332/5,328 gallery."""
     if kind not in ("detected", "labeled"):
-        raise ValueError(f"cuhk03 kind must be 'detected' or 'labeled', got {kind!r}")
+        raise FMNInputError(f"cuhk03 kind must be 'detected' or 'labeled', got {kind!r}")
     root = Path(root).expanduser().absolute()
     if not root.is_dir():
         raise DatasetLayoutError(f"cuhk03: dataset root {root} does not exist; expected a folder holding "

@@ -7,6 +7,7 @@ truncated JPEG bodies too, at the cost of a full decode).
 
 from __future__ import annotations
 
+from fmn_core.utils.errors import FMNInputError
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,7 +42,7 @@ def _problem(path: str, mode: ImageCheck) -> str | None:
 def find_unreadable(paths: Sequence[str], mode: ImageCheck = "header", workers: int | None = None) -> list[tuple[str, str]]:
     """Return ``(path, reason)`` for every path that fails the check."""
     if mode not in CHECK_MODES:
-        raise ValueError(f"image check mode must be one of {CHECK_MODES}, got {mode!r}")
+        raise FMNInputError(f"image check mode must be one of {CHECK_MODES}, got {mode!r}")
     if mode == "none" or not paths:
         return []
     workers = workers or min(8, (os.cpu_count() or 1) * 2)

@@ -19,6 +19,7 @@ applies after collation.
 
 from __future__ import annotations
 
+from fmn_core.utils.errors import FMNInputError
 import hashlib
 import os
 import struct
@@ -54,8 +55,8 @@ def to_rgb(image: Image.Image, path: str | os.PathLike = "image") -> Image.Image
         top = 65535 if image.mode != "I" or samples.max(initial=0) > 255 else 255
         image = Image.fromarray(np.clip(samples * 255 // top, 0, 255).astype(np.uint8), "L")
     elif image.mode == "F":
-        raise ValueError(f"{path} holds floating-point samples (mode F), whose range is unknown; save it as an "
-                         "8- or 16-bit image")
+        raise FMNInputError(f"{path} holds floating-point samples (mode F), whose range is unknown; save it as an "
+                            "8- or 16-bit image")
     return image.convert("RGB")
 
 
@@ -65,7 +66,7 @@ def decode_image(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
     try:
         opened = Image.open(path)
     except Image.DecompressionBombError as exc:  # not an OSError: name the file here
-        raise ValueError(f"{path}: {exc}") from exc
+        raise FMNInputError(f"{path}: {exc}") from exc
     with opened as image:
         if image.format == "JPEG":
             image.draft("RGB", (width, height))  # lets libjpeg downscale while decoding
@@ -143,7 +144,7 @@ class ReIDImageDataset(torch.utils.data.Dataset):
 
     def __init__(self, paths: Sequence[str], labels: Sequence[int], size: tuple[int, int]):
         if len(paths) != len(labels):
-            raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+            raise FMNInputError(f"{len(paths)} paths but {len(labels)} labels")
         self.paths = [str(p) for p in paths]
         self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
         self.size = size
@@ -212,14 +213,14 @@ class CachedBatches:
         self.cache = cache
         self.labels = torch.as_tensor(np.array(labels, dtype=np.int64))
         if len(self.labels) != len(cache):
-            raise ValueError(f"{len(cache)} cached images but {len(self.labels)} labels")
+            raise FMNInputError(f"{len(cache)} cached images but {len(self.labels)} labels")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise FMNInputError(f"batch_size must be at least 1, got {batch_size}")
         self.indices = torch.arange(len(cache)) if indices is None else torch.as_tensor(list(indices))
         self.batch_size = batch_size
         self.shuffle, self.drop_last, self.augment, self.pad = shuffle, drop_last, augment, pad
         if not 0.0 <= flip_prob <= 1.0:
-            raise ValueError(f"flip_prob must lie in [0, 1], got {flip_prob}")
+            raise FMNInputError(f"flip_prob must lie in [0, 1], got {flip_prob}")
         self.flip_prob = float(flip_prob)
         self.seed, self.device = seed, torch.device(device)
         self.channels_last, self.dtype = channels_last, dtype

@@ -8,6 +8,7 @@ whole report.
 
 from __future__ import annotations
 
+from fmn_core.utils.errors import FMNInputError
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -125,7 +126,7 @@ class DatasetReport:
         return "\n".join([head, *(str(f) for f in self.findings)])
 
 
-class DatasetError(ValueError):
+class DatasetError(FMNInputError):
     """A dataset cannot be used as it is; the message lists every problem found."""
 
     def __init__(self, report_or_message: DatasetReport | str):

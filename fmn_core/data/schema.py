@@ -22,6 +22,8 @@ Conventions (the ones the standard Market-1501 evaluation expects):
 
 from __future__ import annotations
 
+from fmn_core.utils.parquet import read_parquet
+from fmn_core.utils.errors import FMNInputError, InputFileNotFoundError
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -99,7 +101,7 @@ def num_train_identities(frame: pd.DataFrame) -> int:
 def common_image_root(paths: Sequence[str]) -> Path:
     """The deepest folder holding every image: the root a table without a recorded one is stored against."""
     if not len(paths):
-        raise ValueError("a table with no rows has no image root; pass root= explicitly")
+        raise FMNInputError("a table with no rows has no image root; pass root= explicitly")
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     return Path(os.path.commonpath(sorted(folders)))
 
@@ -120,8 +122,8 @@ def relative_image_paths(paths: Sequence[str], root: str | Path) -> list[str]:
         else:
             outside.append(absolute)
     if outside:
-        raise ValueError(f"{len(outside)} image path(s) lie outside the image root {base}, so they cannot be stored "
-                         f"relative to it (e.g. {outside[:3]}); pass the folder that holds every image as root")
+        raise FMNInputError(f"{len(outside)} image path(s) lie outside the image root {base}, so they cannot be stored "
+                            f"relative to it (e.g. {outside[:3]}); pass the folder that holds every image as root")
     return out
 
 
@@ -209,7 +211,7 @@ def require_values(frame: pd.DataFrame, columns: Sequence[str], path: str | Path
     for name in columns:
         empty = frame.index[frame[name].isna()]
         if len(empty):
-            raise ValueError(f"{path}: column {name!r} has {len(empty)} empty value(s) (rows {empty[:3].tolist()})")
+            raise FMNInputError(f"{path}: column {name!r} has {len(empty)} empty value(s) (rows {empty[:3].tolist()})")
 
 
 def require_integers(frame: pd.DataFrame, columns: Sequence[str], path: str | Path) -> None:
@@ -220,9 +222,9 @@ def require_integers(frame: pd.DataFrame, columns: Sequence[str], path: str | Pa
             numeric = pd.to_numeric(column, errors="coerce")
             bad = column[numeric.isna() | (numeric != numeric.round())]
             if len(bad):
-                raise ValueError(f"{path}: column {name!r} must hold integers ({SCHEMA_DOC}); it is "
-                                 f"{column.dtype} with values such as {bad.head(3).tolist()} "
-                                 f"(rows {bad.index[:3].tolist()})")
+                raise FMNInputError(f"{path}: column {name!r} must hold integers ({SCHEMA_DOC}); it is "
+                                    f"{column.dtype} with values such as {bad.head(3).tolist()} "
+                                    f"(rows {bad.index[:3].tolist()})")
 
 
 def load_split_table(path: str | Path, root: str | Path | None = None) -> pd.DataFrame:
@@ -232,25 +234,23 @@ def load_split_table(path: str | Path, root: str | Path | None = None) -> pd.Dat
     :func:`resolve_image_root`).
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"split table not found: expected a Parquet file at {path}")
-    table = pq.read_table(path)
+    table = read_parquet(path, "a split table (fmn inspect --out writes them)")
     frame = table.to_pandas()
     missing = [name for name in COLUMNS if name not in frame.columns]
     if missing:
-        raise ValueError(f"{path} is not a split table: missing columns {missing}; expected {SCHEMA_DOC}")
+        raise FMNInputError(f"{path} is not a split table: missing columns {missing}; expected {SCHEMA_DOC}")
     require_values(frame, list(COLUMNS), path)
     require_integers(frame, [name for name, dtype in COLUMNS.items() if dtype == "int64"], path)
     frame = frame.astype(COLUMNS)[list(COLUMNS)]
     unknown = frame[~frame["split"].isin(SPLITS)]
     if len(unknown):
-        raise ValueError(f"{path}: column 'split' must be one of {list(SPLITS)}; rows {unknown.index[:3].tolist()} "
-                         f"say {sorted(set(unknown['split']))[:3]}")
+        raise FMNInputError(f"{path}: column 'split' must be one of {list(SPLITS)}; rows {unknown.index[:3].tolist()} "
+                            f"say {sorted(set(unknown['split']))[:3]}")
     wrong = frame.index[frame["label"] != relabel(frame)]
     if len(wrong):  # cross-entropy would index past its classes, or train on swapped identities
-        raise ValueError(f"{path}: column 'label' must number the train identities 0..r-1 in pid order and be -1 "
-                         f"elsewhere; rows {wrong[:3].tolist()} do not (edited by hand? write the table again with "
-                         "fmn inspect)")
+        raise FMNInputError(f"{path}: column 'label' must number the train identities 0..r-1 in pid order and be -1 "
+                            f"elsewhere; rows {wrong[:3].tolist()} do not (edited by hand? write the table again with "
+                            "fmn inspect)")
     relative = frame["path"].tolist()
     base = resolve_image_root(path, table.schema.metadata, relative, root)
     if base is not None:

@@ -20,12 +20,13 @@ import torch
 from fmn_core.engine.config import TrainConfig
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.utils.atomic import atomic_write_bytes
+from fmn_core.utils.errors import FMNInputError, InputFileNotFoundError
 
 FORMAT = "fmn-checkpoint/1"
 REQUIRED_KEYS = ("format", "stage", "epoch", "complete", "model", "config", "num_classes", "label_map")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(FMNInputError):
     """A checkpoint is unreadable or does not fit what it is loaded into."""
 
 
@@ -76,9 +77,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Load with ``weights_only=True``; any damage becomes a :class:`CheckpointError` naming the file."""
     path = Path(path)
     if path.is_dir():
-        raise FileNotFoundError(f"{path} is a folder; give the checkpoint file in it (grn.pt or fmn.pt)")
+        raise InputFileNotFoundError(f"{path} is a folder; give the checkpoint file in it (grn.pt or fmn.pt)")
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise InputFileNotFoundError(f"checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip, pickle and unpickler errors all mean "damaged file"

@@ -10,6 +10,10 @@ What it leaves open is a parameter, with these defaults: total epochs (30 and
 single learning-rate drop (x0.1), the ranking margin m = 0.1 and its weight 1,
 crop by 10-pixel padding, no dropout, the LAN initialised from the GRN's
 starting weights (theta_o, Algorithm 1) rather than from the fine-tuned GRN.
+
+This dataclass is the one schema of a training run. The recipes that fill it
+(``paper``, ``cpu``, one file per ablation row) are YAML files in
+``fmn_core/configs``, read by ``fmn_core.engine.recipes``.
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from fmn_core.models.backbone import ARCHITECTURES, maskable_layers
+from fmn_core.utils.errors import FMNInputError
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 MASK_MODES = ("learned", "constant")
@@ -70,7 +77,11 @@ class TrainConfig:
         return self.input_height, self.input_width
 
     def validate(self) -> TrainConfig:
-        """Raise ValueError naming the first field whose value cannot work."""
+        """Raise ValueError naming every field whose value cannot work."""
+        wrong_type = [f"{name}={value!r}: expected {_describe(FIELD_TYPES[name])}" for name, value in
+                      self.to_dict().items() if not _has_type(value, FIELD_TYPES[name])]
+        if wrong_type:  # the range checks below would fail on a wrong type with a TypeError instead
+            raise FMNInputError("invalid training configuration: " + "; ".join(wrong_type))
         problems = [f"{f.name}={getattr(self, f.name)}: must be a finite number" for f in dataclasses.fields(self)
                     if isinstance(getattr(self, f.name), float) and not math.isfinite(getattr(self, f.name))]
         if self.arch not in ARCHITECTURES:
@@ -110,7 +121,7 @@ class TrainConfig:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             problems.append(f"device={self.device!r}: expected auto, cpu, cuda, cuda:N or mps")
         if problems:
-            raise ValueError("invalid training configuration: " + "; ".join(problems))
+            raise FMNInputError("invalid training configuration: " + "; ".join(problems))
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,72 +129,81 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict, refusing unknown keys (a typo should not be silently ignored)."""
+        """Build from a dict (a recipe file, a checkpoint, an orchestrator's config), checking names and types.
+
+        Unknown keys are refused (a typo should not be silently ignored); an integer is accepted for a float.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; known options are {sorted(known)}")
-        return cls(**values).validate()
+            raise FMNInputError(f"unknown training option(s) {unknown}; known options are {sorted(known)}")
+        converted = {name: float(value) if FIELD_TYPES[name] is float and type(value) is int else value
+                     for name, value in values.items()}
+        return cls(**converted).validate()
 
     def replace(self, **changes: Any) -> TrainConfig:
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
 
+#: Each field's real type (``typing.get_type_hints``: not the annotation strings of ``from __future__``).
+FIELD_TYPES: dict[str, Any] = typing.get_type_hints(TrainConfig)
+
+
+def _alternatives(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    for kind in _alternatives(hint):
+        if (kind is type(None) and value is None) or (kind is bool and isinstance(value, bool)):
+            return True
+        if kind in (int, float) and isinstance(value, int | float) and not isinstance(value, bool):
+            return kind is float or isinstance(value, int)
+        if kind is str and isinstance(value, str):
+            return True
+    return False
+
+
+def _describe(hint: Any) -> str:
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "text", type(None): "none"}
+    return " or ".join(words[kind] for kind in _alternatives(hint))
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def parse_overrides(pairs: list[str]) -> dict:
+def _from_text(raw: str, hint: Any) -> Any:
+    """One ``--set`` value as the field's type; ValueError when it is not one."""
+    kinds, lowered = _alternatives(hint), raw.strip().lower()
+    if type(None) in kinds and lowered in ("none", "auto"):
+        return None
+    if bool in kinds:
+        if lowered in _TRUE + _FALSE:
+            return lowered in _TRUE
+        raise ValueError
+    if int in kinds:
+        return int(raw)
+    if float in kinds:
+        return float(raw)
+    return raw
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``["batch_size=64", "amp=none"]`` -> typed values, by the TrainConfig field types.
 
     A wrong name or a value of the wrong type is an error naming the option and what it takes.
     """
-    types = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
     out = {}
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         name = name.strip()
         if not sep:
-            raise ValueError(f"--set expects name=value, got {pair!r}")
-        if name not in types:
-            raise ValueError(f"--set {pair}: unknown option {name!r}; the options are {', '.join(sorted(types))}")
-        kind = types[name]
+            raise FMNInputError(f"--set expects name=value, got {pair!r}")
+        if name not in FIELD_TYPES:
+            raise FMNInputError(f"--set {pair}: unknown option {name!r}; the options are "
+                                f"{', '.join(sorted(FIELD_TYPES))}")
         try:
-            if kind.startswith("bool"):
-                lowered = raw.strip().lower()
-                if lowered in ("none", "auto") and "None" in kind:
-                    value = None
-                elif lowered in _TRUE + _FALSE:
-                    value = lowered in _TRUE
-                else:
-                    raise ValueError
-            elif kind == "int":
-                value = int(raw)
-            elif kind == "float":
-                value = float(raw)
-            else:
-                value = raw
+            out[name] = _from_text(raw, FIELD_TYPES[name])
         except ValueError:
-            takes = {"int": "an integer", "float": "a number"}.get(kind, "true or false" + (
-                " (or none)" if "None" in kind else ""))
-            raise ValueError(f"--set {pair}: {name} takes {takes}, got {raw!r}") from None
-        out[name] = value
+            raise FMNInputError(f"--set {pair}: {name} takes {_describe(FIELD_TYPES[name])}, got {raw!r}") from None
     return out
-
-
-PRESETS: dict[str, TrainConfig] = {
-    # ResNet-50 at the paper's settings (section 4.2); 224x224 gives Table 5's 56x56 Pool1 mask.
-    "paper": TrainConfig(input_height=224, input_width=224),
-    # EfficientNet-Lite0 from its packaged ImageNet weights (a real theta_o on every machine) at
-    # Market's native 128x64; masks the stride-4 output (the Pool1/Res2 counterpart). Both stages
-    # train in a few minutes on two CPU cores.
-    "cpu": TrainConfig(arch="efficientnet_lite0", pretrained="imagenet", masked_layer="res2", input_height=128,
-                       input_width=64, batch_size=32, stage1_epochs=8, stage1_lr=0.05, stage1_lr_drop_epoch=6,
-                       stage2_epochs=8, stage2_lr=0.05, stage2_lr_drop_epoch=6, crop_pad=6),
-}
-
-
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A copy of a preset with some fields changed."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name].replace(**overrides)

@@ -39,14 +39,16 @@ from fmn_core.engine.checkpoint import CheckpointError, build_model, load_checkp
 from fmn_core.engine.config import TrainConfig
 from fmn_core.engine.distributed import DistContext, all_reduce_sum, barrier, init_distributed
 from fmn_core.engine.progress import DeviceMeter, EpochProgress, write_metrics_log
+from fmn_core.engine.recipes import config_file, save_config
 from fmn_core.losses import identity_loss, ranking_loss
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.mixing import mask_diagnostics
 from fmn_core.utils.device import resolve_device
+from fmn_core.utils.errors import FMNInputError
 
 
-class TrainingDivergedError(RuntimeError):
+class TrainingDivergedError(FMNInputError, RuntimeError):
     """The loss became NaN or infinite: no checkpoint is written for the broken epoch."""
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ def _runtime(config: TrainConfig) -> _Runtime:
 def _train_split(table: pd.DataFrame) -> tuple[list[str], list[int], dict[int, int], str]:
     train = table[table["split"] == "train"]
     if train.empty:
-        raise ValueError("the split table has no train rows: nothing to learn identities from")
+        raise FMNInputError("the split table has no train rows: nothing to learn identities from")
     paths, labels = train["path"].tolist(), train["label"].astype(int).tolist()
     digest = hashlib.sha1("\n".join(f"{p}\t{lab}" for p, lab in zip(paths, labels, strict=True)).encode())
     return paths, labels, table_label_map(table), digest.hexdigest()
@@ -181,8 +183,8 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
                             + 7919 * stage, device=device, channels_last=runtime.channels_last,
                             rank=context.rank, world_size=context.world_size)
     if len(batches) == 0:
-        raise ValueError(f"{len(paths)} training images make no full batch of {config.batch_size} "
-                         f"(on {context.world_size} process(es)); lower batch_size")
+        raise FMNInputError(f"{len(paths)} training images make no full batch of {config.batch_size} "
+                            f"(on {context.world_size} process(es)); lower batch_size")
     wrapped = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                if context.enabled else model)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp_dtype == torch.float16)
@@ -242,6 +244,7 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
         save_checkpoint(final_path, model=model, config=config, stage=stage, epoch=epochs, complete=True,
                         label_map=label_map, optimizer=optimizer, scheduler=scheduler, history=history, extra=extra,
                         diagnostics={"mask": diagnostics} if diagnostics else None)
+        save_config(config, config_file(final_path))  # beside the checkpoint, as a recipe to train it again
         partial_path.unlink(missing_ok=True)
         write_metrics_log(metrics_path, history)
     barrier(context)

@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fmn_core.engine.config import PRESETS, TrainConfig
+from fmn_core.engine.config import TrainConfig
+from fmn_core.engine.recipes import PRESETS
 
 PAPER = ("Ding, Khan, Tang, Porikli. *Let Features Decide for Themselves: Feature Mask Network for Person "
          "Re-identification.* 2017.")
@@ -65,13 +66,22 @@ def reproduce_commands(dataset: str, config: Mapping[str, Any], git_commit: str 
     lines = [f"git checkout {git_commit}" if git_commit else "# at the commit this model was trained with",
              "dvc pull data.dvc",
              f"fmn inspect {dataset} {data_path} --out runs/{dataset}/splits.parquet",
-             f"fmn train-stage1 --splits runs/{dataset}/splits.parquet --preset {name} {sets} --out runs/{dataset}",
-             f"fmn train-stage2 --splits runs/{dataset}/splits.parquet --preset {name} {sets} --out runs/{dataset} "
+             f"fmn train-stage1 --splits runs/{dataset}/splits.parquet --config {name} {sets} --out runs/{dataset}",
+             f"fmn train-stage2 --splits runs/{dataset}/splits.parquet --config {name} {sets} --out runs/{dataset} "
              f"--grn runs/{dataset}/grn.pt",
              f"fmn extract --splits runs/{dataset}/splits.parquet --checkpoint runs/{dataset}/fmn.pt "
              f"--out runs/{dataset}/descriptors.parquet",
              f"fmn evaluate runs/{dataset}/descriptors.parquet --rerank"]
     return "\n".join(line.replace("  ", " ") for line in lines)
+
+
+def pipeline_commands(dataset: str, git_commit: str | None = None) -> str:
+    """Shell lines that rebuild this model with the asset graph (one run of the whole partition)."""
+    return "\n".join([
+        f"git checkout {git_commit}" if git_commit else "# at the commit of this run",
+        "dvc pull data.dvc",
+        f"dagster asset materialize -m fmn_assets --select '*' --partition {dataset} "
+        "# with this run's config (-c: the Launchpad tab of the run)"])
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:

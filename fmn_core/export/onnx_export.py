@@ -32,13 +32,14 @@ from fmn_core.retrieval.distance import pairwise_distance
 from fmn_core.retrieval.extractor import ImageLike, image_to_uint8
 from fmn_core.retrieval.onnx_format import OnnxDescriptorMetadata, run_onnx
 from fmn_core.utils.atomic import atomic_write_path
+from fmn_core.utils.errors import FMNInputError
 
 DEFAULT_OPSET = 18
 #: Squared distances closer than this are ties: their order is numerical noise in either runtime.
 RANK_TIE_TOLERANCE = 1e-5
 
 
-class ExportError(RuntimeError):
+class ExportError(FMNInputError, RuntimeError):
     """The model could not be exported."""
 
 
@@ -187,25 +188,25 @@ def export_onnx(checkpoint: str | Path | FeatureMaskNetwork, out: str | Path, *,
     outputs = tuple(dict.fromkeys(outputs))
     unknown = [name for name in outputs if name not in DESCRIPTOR_KINDS]
     if unknown or not outputs:
-        raise ValueError(f"outputs must be a non-empty subset of {DESCRIPTOR_KINDS}, got {list(outputs)}")
+        raise FMNInputError(f"outputs must be a non-empty subset of {DESCRIPTOR_KINDS}, got {list(outputs)}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise FMNInputError(f"batch_size must be at least 1, got {batch_size}")
     opsets = supported_opsets()
     if opset not in opsets:
-        raise ValueError(f"opset must be from {opsets.start} to {opsets.stop - 1} (the newest the installed onnx "
-                         f"knows), got {opset}")
+        raise FMNInputError(f"opset must be from {opsets.start} to {opsets.stop - 1} (the newest the installed onnx "
+                            f"knows), got {opset}")
     if not (tolerance >= 0 and np.isfinite(tolerance)):
-        raise ValueError(f"tolerance must be a finite number of at least 0, got {tolerance}")
+        raise FMNInputError(f"tolerance must be a finite number of at least 0, got {tolerance}")
     loaded = load_descriptor_model(checkpoint)
     model = loaded.model.float().eval()
     graph = DescriptorGraph(model, loaded.alpha, outputs).eval()
     pixels = (check_images(model.input_size) if images is None else
               torch.stack([image_to_uint8(item, model.input_size) for item in images]))
     if len(pixels) < 3:
-        raise ValueError(f"the parity check needs at least 3 images (queries and a gallery), got {len(pixels)}")
+        raise FMNInputError(f"the parity check needs at least 3 images (queries and a gallery), got {len(pixels)}")
     queries = max(1, min(len(pixels) // 4, 16)) if queries is None else queries
     if not 1 <= queries < len(pixels):
-        raise ValueError(f"queries must be between 1 and {len(pixels) - 1} for {len(pixels)} images, got {queries}")
+        raise FMNInputError(f"queries must be between 1 and {len(pixels) - 1} for {len(pixels)} images, got {queries}")
     metadata = OnnxDescriptorMetadata(
         input_size=model.input_size, mean=IMAGENET_MEAN, std=IMAGENET_STD, alpha=loaded.alpha, outputs=outputs,
         model_hash=loaded.model_hash, arch=model.arch, masked_layer=model.masked_layer,

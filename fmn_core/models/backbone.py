@@ -35,6 +35,7 @@ from torch import nn
 
 from fmn_core.models.efficientnet_lite import build_efficientnet_lite0
 from fmn_core.models.weights import OFFLINE_ENV, WeightsUnavailableError, is_offline
+from fmn_core.utils.errors import FMNInputError
 
 RESNETS: dict[str, tuple[str, int]] = {
     # name -> (torchvision weights enum, width of the pooled feature)
@@ -92,7 +93,7 @@ def build_backbone(arch: str, pretrained: str = "none") -> nn.ModuleDict:
 
 def _check_arch(arch: str) -> str:
     if arch not in ARCHITECTURES:
-        raise ValueError(f"unknown backbone {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+        raise FMNInputError(f"unknown backbone {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     return arch
 
 
@@ -107,7 +108,7 @@ def _torchvision_models():
 def imagenet_weights_file(arch: str) -> tuple[Path, str]:
     """Where torchvision keeps the ImageNet file for ``arch``, and its download URL."""
     if _check_arch(arch) not in RESNETS:
-        raise ValueError(f"{arch} takes its ImageNet weights from a Python package, not torchvision")
+        raise FMNInputError(f"{arch} takes its ImageNet weights from a Python package, not torchvision")
     enum = getattr(_torchvision_models(), RESNETS[arch][0])
     url = enum.IMAGENET1K_V1.url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1], url
@@ -185,7 +186,7 @@ def load_pretrained_state(arch: str, pretrained: str) -> dict[str, torch.Tensor]
 def build_resnet(arch: str, pretrained: str = "none") -> nn.Module:
     """A torchvision ResNet with the requested initial weights (fc left as ImageNet's or random)."""
     if _check_arch(arch) not in RESNETS:
-        raise ValueError(f"build_resnet builds {sorted(RESNETS)}, not {arch!r}")
+        raise FMNInputError(f"build_resnet builds {sorted(RESNETS)}, not {arch!r}")
     model = getattr(_torchvision_models(), arch)(weights=None)
     state = load_pretrained_state(arch, pretrained)
     if state is not None:

@@ -30,6 +30,7 @@ from torch import nn
 
 from fmn_core.models.backbone import STAGES, build_backbone, feature_dim, maskable_layers, stage_strides
 from fmn_core.models.mixing import MixingNetwork
+from fmn_core.utils.errors import FMNInputError
 
 
 def feature_map_size(input_size: tuple[int, int], stage: str, arch: str = "resnet50") -> tuple[int, int]:
@@ -87,10 +88,10 @@ class FeatureMaskNetwork(nn.Module):
                  mask_mean_one: bool = False):
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2 training identities, got {num_classes}")
+            raise FMNInputError(f"num_classes must be at least 2 training identities, got {num_classes}")
         width, layers = feature_dim(arch), maskable_layers(arch)
         if masked_layer not in layers:
-            raise ValueError(f"masked_layer must be one of {sorted(layers)} for {arch}, got {masked_layer!r}")
+            raise FMNInputError(f"masked_layer must be one of {sorted(layers)} for {arch}, got {masked_layer!r}")
         self.arch, self.masked_layer, self.num_classes = arch, masked_layer, int(num_classes)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.tap_stage = layers[masked_layer]
@@ -158,7 +159,7 @@ class FeatureMaskNetwork(nn.Module):
         if branch == "grn":
             return self.forward_grn(images, return_maps)
         if branch != "all":
-            raise ValueError(f"branch must be 'all' or 'grn', got {branch!r}")
+            raise FMNInputError(f"branch must be 'all' or 'grn', got {branch!r}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._grn_frozen):
             local, grn_map, g = self._grn(images)
             grn_logits = self.grn_classifier(g)

@@ -41,6 +41,8 @@ import math
 import torch
 from torch import nn
 
+from fmn_core.utils.errors import FMNInputError
+
 #: a position whose bounded exponent is this close to the bound has (almost) no gradient left
 SATURATION = 0.99
 
@@ -58,9 +60,9 @@ class MixingNetwork(nn.Module):
                  mask_cell: int = 1, mean_one: bool = False):
         super().__init__()
         if not log_mask_max > 0:
-            raise ValueError(f"log_mask_max must be positive, got {log_mask_max}")
+            raise FMNInputError(f"log_mask_max must be positive, got {log_mask_max}")
         if mask_cell < 1:
-            raise ValueError(f"mask_cell must be at least 1, got {mask_cell}")
+            raise FMNInputError(f"mask_cell must be at least 1, got {mask_cell}")
         self.mask_size = (int(mask_size[0]), int(mask_size[1]))
         self.mean_one = bool(mean_one)
         #: the FC predicts one value per mask_cell x mask_cell block; the mask is upsampled to mask_size
@@ -102,8 +104,8 @@ class MixingNetwork(nn.Module):
         """Eq. (3): returns the re-weighted local feature and the mask."""
         mask = self.mask(global_feature)
         if local_feature.shape[-2:] != mask.shape[-2:]:
-            raise ValueError(f"mask is {tuple(mask.shape[-2:])} but the local feature map is "
-                             f"{tuple(local_feature.shape[-2:])}: the model was built for another input size")
+            raise FMNInputError(f"mask is {tuple(mask.shape[-2:])} but the local feature map is "
+                                f"{tuple(local_feature.shape[-2:])}: the model was built for another input size")
         return local_feature.float() * mask.unsqueeze(1), mask
 
 
@@ -118,7 +120,7 @@ def mask_diagnostics(masks: torch.Tensor, log_mask_max: float) -> dict[str, floa
     """
     masks = masks.detach().float()
     if masks.dim() != 3 or masks.shape[0] < 2:
-        raise ValueError(f"expected masks of shape (N >= 2, h, w), got {tuple(masks.shape)}")
+        raise FMNInputError(f"expected masks of shape (N >= 2, h, w), got {tuple(masks.shape)}")
     log_masks = masks.log()
     flat = masks.flatten(1)
     relative = flat / flat.mean(dim=1, keepdim=True)

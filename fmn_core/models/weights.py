@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
+from fmn_core.utils.errors import InputFileNotFoundError
 
-class WeightsUnavailableError(FileNotFoundError):
+
+class WeightsUnavailableError(InputFileNotFoundError):
     """Pretrained weights were asked for but are not on this machine."""
 
 

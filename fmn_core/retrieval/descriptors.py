@@ -52,6 +52,8 @@ from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.fmn import descriptors_from_features
 from fmn_core.utils.atomic import atomic_write_path
 from fmn_core.utils.device import resolve_device
+from fmn_core.utils.errors import FMNInputError
+from fmn_core.utils.parquet import read_parquet
 
 DESCRIPTOR_KINDS: tuple[str, ...] = ("grn", "lan", "fmn")
 MODEL_HASH_KEY = b"fmn.model_hash"
@@ -78,7 +80,7 @@ class DescriptorTable:
         self.meta = self.meta[list(META_COLUMNS)].astype(META_TYPES).reset_index(drop=True)
         for kind, matrix in self.features.items():
             if matrix.shape[0] != len(self.meta):
-                raise ValueError(f"descriptor {kind!r} has {matrix.shape[0]} rows for {len(self.meta)} images")
+                raise FMNInputError(f"descriptor {kind!r} has {matrix.shape[0]} rows for {len(self.meta)} images")
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -94,20 +96,20 @@ class DescriptorTable:
     def concat(cls, tables: Sequence[DescriptorTable]) -> DescriptorTable:
         """One table from several (the query and gallery tables the pipeline writes separately)."""
         if not tables:
-            raise ValueError("no descriptor table to concatenate")
+            raise FMNInputError("no descriptor table to concatenate")
         kinds = [sorted(t.features) for t in tables]
         if any(k != kinds[0] for k in kinds) or any(t.alpha != tables[0].alpha for t in tables):
-            raise ValueError(f"descriptor tables differ in kinds or alpha: {kinds}, {[t.alpha for t in tables]}")
+            raise FMNInputError(f"descriptor tables differ in kinds or alpha: {kinds}, {[t.alpha for t in tables]}")
         hashes = {t.model_hash for t in tables if t.model_hash}
         if len(hashes) > 1:
-            raise ValueError(f"descriptor tables come from different models (hashes {sorted(hashes)}): their "
-                             "distances mean nothing; extract every table with the same checkpoint")
+            raise FMNInputError(f"descriptor tables come from different models (hashes {sorted(hashes)}): their "
+                                "distances mean nothing; extract every table with the same checkpoint")
         roots = {t.image_root for t in tables}
         meta = pd.concat([t.meta for t in tables], ignore_index=True)
         twice = meta[meta.duplicated(["path", "split"])]
         if len(twice):  # a table given twice, or rows repeated: every metric would count them twice
-            raise ValueError(f"{len(twice)} image(s) appear twice in the same split, e.g. {twice.path.iloc[0]} "
-                             f"({twice.split.iloc[0]}); give each descriptor table once")
+            raise FMNInputError(f"{len(twice)} image(s) appear twice in the same split, e.g. {twice.path.iloc[0]} "
+                                f"({twice.split.iloc[0]}); give each descriptor table once")
         return cls(meta,
                    {k: np.concatenate([t.features[k] for t in tables]) for k in kinds[0]}, tables[0].alpha,
                    roots.pop() if len(roots) == 1 else None, hashes.pop() if hashes else None)
@@ -163,12 +165,10 @@ class DescriptorTable:
         then point under the recorded root, with a warning naming it.
         """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"descriptor table not found: {path}")
-        table = pq.read_table(path)
+        table = read_parquet(path, "a descriptor table (fmn extract writes them)")
         missing = [c for c in META_COLUMNS if c not in table.column_names]
         if missing:
-            raise ValueError(f"{path} is not a descriptor table: missing columns {missing}")
+            raise FMNInputError(f"{path} is not a descriptor table: missing columns {missing}")
         meta = table.select(list(META_COLUMNS)).to_pandas()
         require_values(meta, list(META_COLUMNS), path)
         require_integers(meta, [name for name in META_COLUMNS if name in ("pid", "camid")], path)
@@ -177,15 +177,15 @@ class DescriptorTable:
             if kind in table.column_names:
                 column = table.column(kind).combine_chunks()
                 if not (pa.types.is_fixed_size_list(column.type) and pa.types.is_floating(column.type.value_type)):
-                    raise ValueError(f"{path}: column {kind!r} must hold one fixed-width float descriptor per row "
-                                     f"(fixed_size_list<float32, D>, as fmn extract writes), not {column.type}")
+                    raise FMNInputError(f"{path}: column {kind!r} must hold one fixed-width float descriptor per row "
+                                        f"(fixed_size_list<float32, D>, as fmn extract writes), not {column.type}")
                 if column.null_count:
-                    raise ValueError(f"{path}: column {kind!r} has {column.null_count} empty row(s)")
+                    raise FMNInputError(f"{path}: column {kind!r} has {column.null_count} empty row(s)")
                 width = column.type.list_size
                 features[kind] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
         if not features:
-            raise ValueError(f"{path} holds no descriptor column ({', '.join(DESCRIPTOR_KINDS)}): it is not a "
-                             "descriptor table (a split table? run fmn extract on it first)")
+            raise FMNInputError(f"{path} holds no descriptor column ({', '.join(DESCRIPTOR_KINDS)}): it is not a "
+                                "descriptor table (a split table? run fmn extract on it first)")
         metadata = table.schema.metadata or {}
         alpha = float(metadata.get(b"fmn.alpha", b"0.5"))
         relative = meta["path"].tolist()
@@ -250,7 +250,7 @@ def extract_descriptors(checkpoint: str | Path | FeatureMaskNetwork, table: pd.D
     model, alpha = loaded.model, loaded.alpha if alpha is None else alpha
     rows = table[table["split"].isin(list(splits))].reset_index(drop=True)
     if rows.empty:
-        raise ValueError(f"the split table has no rows in {list(splits)}")
+        raise FMNInputError(f"the split table has no rows in {list(splits)}")
     if cache is None or cache.paths != rows["path"].tolist():
         cache = ImageCache.build(rows["path"].tolist(), model.input_size)
     device = resolve_device(device)
@@ -291,11 +291,11 @@ def load_descriptor_model(checkpoint: str | Path | FeatureMaskNetwork) -> Descri
         return DescriptorModel(checkpoint, 0.5, weights_fingerprint(checkpoint.state_dict()))
     state = load_checkpoint(checkpoint)
     if state["stage"] != 2:
-        raise ValueError(f"{checkpoint} is a stage-{state['stage']} checkpoint; descriptors need the trained FMN "
-                         "(stage 2, fmn.pt), which holds both the GRN and the LAN")
+        raise FMNInputError(f"{checkpoint} is a stage-{state['stage']} checkpoint; descriptors need the trained FMN "
+                            "(stage 2, fmn.pt), which holds both the GRN and the LAN")
     if not state["complete"]:
-        raise ValueError(f"{checkpoint} is a partial checkpoint (epoch {state['epoch']} of "
-                         f"{state['config'].get('stage2_epochs', '?')}, kept to resume training); use the finished "
-                         "fmn.pt")
+        raise FMNInputError(f"{checkpoint} is a partial checkpoint (epoch {state['epoch']} of "
+                            f"{state['config'].get('stage2_epochs', '?')}, kept to resume training); use the finished "
+                            "fmn.pt")
     return DescriptorModel(model_from_checkpoint(state, source=str(checkpoint)),
                            float(state["config"].get("alpha", 0.5)), weights_fingerprint(state["model"]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fmn_core.utils.errors import FMNInputError
+
 
 def pairwise_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, squared: bool = True,
                       device: str | torch.device = "cpu", block: int = 4096) -> np.ndarray:
@@ -15,7 +17,7 @@ def pairwise_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
     a_t = torch.as_tensor(a, dtype=torch.float32, device=device)
     b_t = torch.as_tensor(b, dtype=torch.float32, device=device)
     if a_t.ndim != 2 or b_t.ndim != 2 or a_t.shape[1] != b_t.shape[1]:
-        raise ValueError(f"descriptor sets must be (n, d) and (m, d); got {tuple(a_t.shape)} and {tuple(b_t.shape)}")
+        raise FMNInputError(f"descriptor sets must be (n, d) and (m, d); got {tuple(a_t.shape)} and {tuple(b_t.shape)}")
     b_norm = (b_t * b_t).sum(1)
     out = np.empty((a_t.shape[0], b_t.shape[0]), dtype=np.float32)
     for start in range(0, a_t.shape[0], block):

@@ -34,6 +34,8 @@ from typing import Literal
 
 import numpy as np
 
+from fmn_core.utils.errors import FMNInputError
+
 APMode = Literal["standard", "market1501_interpolated"]
 
 
@@ -73,25 +75,25 @@ class EvaluationResult:
 def _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids) -> tuple[np.ndarray, ...]:
     distmat = np.asarray(distmat)
     if distmat.ndim != 2:
-        raise ValueError(f"distmat must be 2-D (queries x gallery), got shape {distmat.shape}")
+        raise FMNInputError(f"distmat must be 2-D (queries x gallery), got shape {distmat.shape}")
     num_q, num_g = distmat.shape
     arrays = []
     for name, values, expected in (("q_pids", q_pids, num_q), ("g_pids", g_pids, num_g),
                                    ("q_camids", q_camids, num_q), ("g_camids", g_camids, num_g)):
         values = np.asarray(values).reshape(-1)
         if len(values) != expected:
-            raise ValueError(f"{name} has {len(values)} entries but distmat is {num_q} x {num_g} "
-                             f"(expected {expected})")
+            raise FMNInputError(f"{name} has {len(values)} entries but distmat is {num_q} x {num_g} "
+                                f"(expected {expected})")
         arrays.append(values)
     if num_q == 0 or num_g == 0:
-        raise ValueError(f"nothing to evaluate: distmat is {num_q} x {num_g}")
+        raise FMNInputError(f"nothing to evaluate: distmat is {num_q} x {num_g}")
     if not np.issubdtype(distmat.dtype, np.number):
-        raise ValueError(f"distmat must be numeric, got dtype {distmat.dtype}")
+        raise FMNInputError(f"distmat must be numeric, got dtype {distmat.dtype}")
     finite = np.isfinite(distmat)
     if not finite.all():
         bad = np.argwhere(~finite)
-        raise ValueError(f"distmat has {len(bad)} NaN or infinite entries (first at query {bad[0][0]}, "
-                         f"gallery {bad[0][1]}); distances must be finite")
+        raise FMNInputError(f"distmat has {len(bad)} NaN or infinite entries (first at query {bad[0][0]}, "
+                            f"gallery {bad[0][1]}); distances must be finite")
     return (distmat, *arrays)
 
 
@@ -156,13 +158,13 @@ def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
     distances, or when no query has a true match in the gallery.
     """
     if average_precision not in ("standard", "market1501_interpolated"):
-        raise ValueError(f"average_precision must be 'standard' or 'market1501_interpolated', "
-                         f"got {average_precision!r}")
+        raise FMNInputError(f"average_precision must be 'standard' or 'market1501_interpolated', "
+                            f"got {average_precision!r}")
     distmat, q_pids, g_pids, q_camids, g_camids = _check_inputs(distmat, q_pids, g_pids, q_camids, g_camids)
     num_q, num_g = distmat.shape
     max_rank = min(int(max_rank), num_g)
     if max_rank < 1:
-        raise ValueError(f"max_rank must be at least 1, got {max_rank}")
+        raise FMNInputError(f"max_rank must be at least 1, got {max_rank}")
     block = max(1, min(256, (1 << 24) // max(num_g, 1)))
     chunks = [np.arange(s, min(s + block, num_q)) for s in range(0, num_q, block)]
     workers = workers or min(len(chunks), os.cpu_count() or 1)
@@ -175,8 +177,8 @@ def evaluate(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
     valid = first >= 0
     num_valid = int(valid.sum())
     if num_valid == 0:
-        raise ValueError(f"none of the {num_q} queries has a true match in the gallery (same person id, "
-                         "another camera): check that query and gallery come from the same test split")
+        raise FMNInputError(f"none of the {num_q} queries has a true match in the gallery (same person id, "
+                            "another camera): check that query and gallery come from the same test split")
     hist = np.bincount(first[valid], minlength=num_g)[:max_rank]
     cmc = np.cumsum(hist) / num_valid
     return EvaluationResult(cmc=cmc, mAP=float(np.mean(query_ap[valid])), mINP=float(np.mean(query_inp[valid])),

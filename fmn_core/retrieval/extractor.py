@@ -28,11 +28,12 @@ from fmn_core.models.fmn import FeatureMaskNetwork, descriptors_from_features
 from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS, load_descriptor_model
 from fmn_core.retrieval.onnx_format import OnnxDescriptorMetadata, run_onnx
 from fmn_core.utils.device import resolve_device
+from fmn_core.utils.errors import FMNInputError, InputFileNotFoundError
 
 ImageLike = str | Path | np.ndarray | Image.Image
 
 
-class ImageReadError(ValueError):
+class ImageReadError(FMNInputError):
     """An input image cannot be read or has the wrong shape."""
 
 
@@ -86,18 +87,18 @@ class _OnnxModel:
         import onnxruntime as ort
 
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX model not found: {path}")
+            raise InputFileNotFoundError(f"ONNX model not found: {path}")
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for damaged files
-            raise ValueError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
+            raise FMNInputError(f"{path} is not a loadable ONNX model ({type(exc).__name__}: {exc})") from exc
         self.meta = OnnxDescriptorMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, str(path))
         if alpha is not None and alpha != self.meta.alpha:
-            raise ValueError(f"{path} was exported with alpha = {self.meta.alpha} (eq. 6 is inside the graph); "
-                             f"alpha = {alpha} needs a new export")
+            raise FMNInputError(f"{path} was exported with alpha = {self.meta.alpha} (eq. 6 is inside the graph); "
+                                f"alpha = {alpha} needs a new export")
         self.alpha, self.model_hash, self.input_size = self.meta.alpha, self.meta.model_hash, self.meta.input_size
         self.mean, self.std, self.kinds = self.meta.mean, self.meta.std, self.meta.outputs
         self.input_name = self.session.get_inputs()[0].name
@@ -105,8 +106,8 @@ class _OnnxModel:
 
     def run(self, batch: torch.Tensor, kind: str, flip: bool) -> torch.Tensor:
         if flip:
-            raise ValueError(f"flip averaging adds the unnormalised features of the mirrored image, which {self.path} "
-                             "does not output; use the checkpoint, or flip=False")
+            raise FMNInputError(f"flip averaging adds the unnormalised features of the mirrored image, which "
+                                f"{self.path} does not output; use the checkpoint, or flip=False")
         return torch.from_numpy(run_onnx(self.session, [kind], batch.numpy(), self.meta.batch_size,
                                          self.input_name)[0])
 
@@ -154,12 +155,12 @@ class FeatureExtractor:
     @torch.inference_mode()
     def __call__(self, images: Sequence[ImageLike], kind: str = "fmn", flip: bool = False) -> torch.Tensor:
         if kind not in self.kinds:
-            raise ValueError(f"kind must be one of {self.kinds} for this model, got {kind!r}")
+            raise FMNInputError(f"kind must be one of {self.kinds} for this model, got {kind!r}")
         if isinstance(images, (str, Path, np.ndarray, Image.Image)) and not (
                 isinstance(images, np.ndarray) and images.ndim == 4):
             images = [images]
         if len(images) == 0:
-            raise ValueError("no image given")
+            raise FMNInputError("no image given")
         parts = [self._backend.run(self.preprocess(images[start:start + self.batch_size]), kind, flip)
                  for start in range(0, len(images), self.batch_size)]
         return torch.cat(parts)

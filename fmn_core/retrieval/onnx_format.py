@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from fmn_core.utils.errors import FMNInputError
+
 ONNX_FORMAT = "fmn-onnx/1"
 _PREFIX = "fmn."
 
@@ -46,8 +48,8 @@ class OnnxDescriptorMetadata:
     def from_props(cls, props: dict[str, str], source: str = "ONNX file") -> OnnxDescriptorMetadata:
         values = {key[len(_PREFIX):]: value for key, value in props.items() if key.startswith(_PREFIX)}
         if json.loads(values.get("format", "null")) != ONNX_FORMAT:
-            raise ValueError(f"{source} is not a descriptor model exported by 'fmn export' (no {_PREFIX}format = "
-                             f"{ONNX_FORMAT!r} in its metadata): its preprocessing is unknown")
+            raise FMNInputError(f"{source} is not a descriptor model exported by 'fmn export' (no {_PREFIX}format = "
+                                f"{ONNX_FORMAT!r} in its metadata): its preprocessing is unknown")
         decoded = {key: json.loads(value) for key, value in values.items() if key in cls.__dataclass_fields__}
         for key in ("input_size", "mean", "std", "outputs"):
             decoded[key] = tuple(decoded[key])

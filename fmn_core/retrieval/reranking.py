@@ -46,6 +46,8 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from fmn_core.utils.errors import FMNInputError
+
 
 def _device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
@@ -157,10 +159,10 @@ def _rank(source, width: int, device: torch.device) -> _Ranking:
         squared = source.squared_rows(start, stop, device)
         maxima = squared.amax(dim=1)
         if not torch.isfinite(maxima).all():  # values are >= 0, so a finite maximum means a finite row
-            raise ValueError("distances must be finite; found NaN or infinity")
+            raise FMNInputError("distances must be finite; found NaN or infinity")
         if (maxima <= 0).any():
             bad = start + int(torch.nonzero(maxima <= 0)[0])
-            raise ValueError(f"every distance involving item {bad} is zero: the distances cannot be normalised")
+            raise FMNInputError(f"every distance involving item {bad} is zero: the distances cannot be normalised")
         # Dividing a row by its (positive) maximum keeps its order, so the nearest items can be found on
         # the squared values; only those are normalised, to see ties exactly as the published code does.
         raw, index = torch.topk(squared, probe, dim=1, largest=False, sorted=True)
@@ -274,9 +276,9 @@ def _final(source, ranking: _Ranking, v: sp.csr_matrix, lambda_value: float, dev
 
 def _check_k(k1: int, k2: int, lambda_value: float) -> None:
     if int(k1) < 1 or int(k2) < 1:
-        raise ValueError(f"k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
+        raise FMNInputError(f"k1 and k2 must be at least 1, got k1={k1}, k2={k2}")
     if not 0.0 <= lambda_value <= 1.0:
-        raise ValueError(f"lambda_value must lie in [0, 1], got {lambda_value}")
+        raise FMNInputError(f"lambda_value must lie in [0, 1], got {lambda_value}")
 
 
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
@@ -289,13 +291,13 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
     q_g, q_q, g_g = (np.asarray(m.detach().cpu() if isinstance(m, torch.Tensor) else m)
                      for m in (q_g_dist, q_q_dist, g_g_dist))
     if q_g.ndim != 2 or q_q.shape != (q_g.shape[0],) * 2 or g_g.shape != (q_g.shape[1],) * 2:
-        raise ValueError(f"expected q_g (Q x G), q_q (Q x Q) and g_g (G x G); got {q_g.shape}, {q_q.shape} and "
-                         f"{g_g.shape}")
+        raise FMNInputError(f"expected q_g (Q x G), q_q (Q x Q) and g_g (G x G); got {q_g.shape}, {q_q.shape} and "
+                            f"{g_g.shape}")
     if q_g.shape[0] == 0 or q_g.shape[1] == 0:
-        raise ValueError(f"nothing to re-rank: q_g_dist is {q_g.shape}")
+        raise FMNInputError(f"nothing to re-rank: q_g_dist is {q_g.shape}")
     for name, m in (("q_g_dist", q_g), ("q_q_dist", q_q), ("g_g_dist", g_g)):
         if not np.isfinite(m).all():
-            raise ValueError(f"{name} has {int((~np.isfinite(m)).sum())} NaN or infinite entries")
+            raise FMNInputError(f"{name} has {int((~np.isfinite(m)).sum())} NaN or infinite entries")
     device = _device(device)
     source = _MatrixRows(q_g, q_q, g_g)
     ranking = _rank(source, max(int(k1) + 1, int(k2)), device)
@@ -314,12 +316,12 @@ def re_ranking_features(query_features, gallery_features, k1: int = 20, k2: int 
     gallery = np.asarray(gallery_features.detach().cpu() if isinstance(gallery_features, torch.Tensor)
                          else gallery_features)
     if query.ndim != 2 or gallery.ndim != 2 or query.shape[1] != gallery.shape[1]:
-        raise ValueError(f"expected query (Q x D) and gallery (G x D) descriptors, got {query.shape} and "
-                         f"{gallery.shape}")
+        raise FMNInputError(f"expected query (Q x D) and gallery (G x D) descriptors, got {query.shape} and "
+                            f"{gallery.shape}")
     if len(query) == 0 or len(gallery) == 0:
-        raise ValueError(f"nothing to re-rank: {len(query)} queries, {len(gallery)} gallery items")
+        raise FMNInputError(f"nothing to re-rank: {len(query)} queries, {len(gallery)} gallery items")
     if not (np.isfinite(query).all() and np.isfinite(gallery).all()):
-        raise ValueError("descriptors contain NaN or infinite values")
+        raise FMNInputError("descriptors contain NaN or infinite values")
     device = _device(device)
     source = _FeatureRows(query, gallery, device)
     ranking = _rank(source, max(int(k1) + 1, int(k2)), device)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 from fmn_core.retrieval.descriptors import DescriptorTable
 from fmn_core.retrieval.distance import pairwise_distance
 from fmn_core.retrieval.evaluation import EvaluationResult, evaluate
+from fmn_core.utils.errors import FMNInputError, InputFileNotFoundError
 
 ROW_NAMES = {"grn": "GRN", "lan": "LAN", "fmn": "FMN"}
 
@@ -20,12 +23,13 @@ def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int =
     Re-ranking uses :func:`re_ranking_features`, so it never holds an N x N matrix.
     """
     if not any(kind in table.features for kind in ROW_NAMES):
-        raise ValueError(f"the table holds no descriptor column ({', '.join(ROW_NAMES)}): evaluate a table written by "
-                         "fmn extract (or the pipeline's query / gallery descriptor tables), not a split table")
+        raise FMNInputError(f"the table holds no descriptor column ({', '.join(ROW_NAMES)}): evaluate a table "
+                            "written by fmn extract (or the pipeline's query / gallery descriptor tables), not a split "
+                            "table")
     query, gallery = table.subset("query"), table.subset("gallery")
     if len(query) == 0 or len(gallery) == 0:
-        raise ValueError(f"nothing to evaluate: {len(query)} query and {len(gallery)} gallery rows (give the query "
-                         "and the gallery descriptors, e.g. query_descriptors.parquet gallery_descriptors.parquet)")
+        raise FMNInputError(f"nothing to evaluate: {len(query)} query and {len(gallery)} gallery rows (give the query "
+                            "and the gallery descriptors, e.g. query_descriptors.parquet gallery_descriptors.parquet)")
     labels = (query.meta["pid"].to_numpy(), gallery.meta["pid"].to_numpy(), query.meta["camid"].to_numpy(),
               gallery.meta["camid"].to_numpy())
     results = {}
@@ -37,7 +41,7 @@ def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int =
         from fmn_core.retrieval.reranking import re_ranking_features
 
         if "fmn" not in table.features:
-            raise ValueError("re-ranking needs the FMN descriptors, which this table lacks")
+            raise FMNInputError("re-ranking needs the FMN descriptors, which this table lacks")
         distmat = re_ranking_features(query.features["fmn"], gallery.features["fmn"], k1, k2, lambda_value, device)
         results["FMN + re-ranking"] = evaluate(distmat, *labels, max_rank=max_rank)
     return results
@@ -61,7 +65,7 @@ def results_markdown(results: dict[str, EvaluationResult]) -> str:
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value): how seed studies are reported."""
     if not values:
-        raise ValueError("mean_std needs at least one value")
+        raise FMNInputError("mean_std needs at least one value")
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -73,15 +77,16 @@ def format_mean_std(values: Sequence[float]) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def seed_study_markdown(per_seed: Mapping[int, Mapping[str, Mapping[str, float]]],
-                        metrics: Sequence[str] = ("rank1", "mAP")) -> str:
-    """Table 1 as mean ± std over training seeds: ``per_seed[seed][method][metric]`` in percent."""
-    methods = list(dict.fromkeys(m for scores in per_seed.values() for m in scores))
-    header = " | ".join(metrics)
-    lines = [f"| method | {header} | seeds |", "|---|" + "---:|" * (len(metrics) + 1)]
-    for method in methods:
-        found = [scores[method] for scores in per_seed.values() if method in scores]
-        cells = " | ".join(format_mean_std([f[m] for f in found]) for m in metrics)
-        lines.append(f"| {method} | {cells} | {len(found)} |")
-    seeds = ", ".join(str(s) for s in sorted(per_seed))
-    return "\n".join(lines) + f"\n\ntraining seeds: {seeds}"
+def read_metrics(path: str | Path) -> dict:
+    """A metrics.json written by the evaluation (``fmn evaluate --json``, the pipeline's evaluation_metrics)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileNotFoundError(f"metrics not found: expected the evaluation's JSON at {path}")
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FMNInputError(f"{path} is not a metrics file ({exc}); evaluate again to write it") from exc
+    if not isinstance(metrics, dict):
+        raise FMNInputError(f"{path}: expected a JSON object of rows (GRN, LAN, FMN, ...), "
+                            f"got {type(metrics).__name__}")
+    return metrics

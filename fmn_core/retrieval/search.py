@@ -28,9 +28,10 @@ import torch
 from fmn_core.retrieval.descriptors import DescriptorTable
 from fmn_core.retrieval.extractor import FeatureExtractor, ImageLike
 from fmn_core.retrieval.reranking import re_ranking_features
+from fmn_core.utils.errors import FMNInputError
 
 
-class GalleryError(ValueError):
+class GalleryError(FMNInputError):
     """The gallery table cannot be searched with this model."""
 
 
@@ -93,7 +94,7 @@ class Gallery:
         if q.ndim != 2 or q.shape[1] != self.width:
             raise GalleryError(f"query descriptors must be (n, {self.width}), got {tuple(q.shape)}")
         if top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {top_k}")
+            raise FMNInputError(f"top_k must be at least 1, got {top_k}")
         pool = min(len(self), max(top_k, rerank_candidates) if rerank else top_k)
         distances = (q * q).sum(dim=1, keepdim=True) + self.squared_norms[None, :] - 2.0 * (q @ self.matrix.T)
         nearest, order = torch.topk(distances.clamp_(min=0), pool, dim=1, largest=False, sorted=True)

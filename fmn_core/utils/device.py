@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fmn_core.utils.errors import FMNInputError
+
 
 def resolve_device(device: str | torch.device, local_rank: int | None = None) -> torch.device:
     """'auto' picks CUDA when present; an explicit device that this machine lacks is an error saying so.
@@ -16,14 +18,14 @@ def resolve_device(device: str | torch.device, local_rank: int | None = None) ->
     try:
         chosen = torch.device(device)
     except RuntimeError as exc:
-        raise ValueError(f"device {device!r}: expected auto, cpu, cuda or cuda:N ({exc})") from None
+        raise FMNInputError(f"device {device!r}: expected auto, cpu, cuda or cuda:N ({exc})") from None
     if chosen.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if chosen.index is None and local_rank is not None:
             chosen = torch.device("cuda", local_rank)
         if (chosen.index or 0) >= count:
-            raise ValueError(f"device {str(device)!r}: this machine has {count} usable CUDA device(s); use --device "
-                             "cpu or auto")
+            raise FMNInputError(f"device {str(device)!r}: this machine has {count} usable CUDA device(s); use --device "
+                                "cpu or auto")
         if local_rank is not None:
             torch.cuda.set_device(chosen)
     return chosen

@@ -13,6 +13,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from fmn_core.utils.errors import FMNInputError
+
 #: The PNG text chunk fmn's pictures carry, so that a later run knows it may replace them.
 PICTURE_SOFTWARE = "fmn"
 SEARCH_CSV_HEADER = "query,rank,path,pid,camid,distance"
@@ -80,13 +82,13 @@ def check_output(out: Path, inputs: list[Path | None], kind: str) -> None:
     target = Path(out).expanduser().resolve()
     for source in inputs:
         if source is not None and Path(source).expanduser().resolve() == target:
-            raise ValueError(f"--out {out} is also an input of this command; write the {kind} elsewhere")
+            raise FMNInputError(f"--out {out} is also an input of this command; write the {kind} elsewhere")
     if target.is_dir():
-        raise ValueError(f"{out} is a folder; give a file name for the {kind}")
+        raise FMNInputError(f"{out} is a folder; give a file name for the {kind}")
     if not target.exists():
         return
     if target.suffix.lower() not in suffixes:
-        raise ValueError(f"{out} exists and is not a {kind} ({'/'.join(suffixes)}); refusing to overwrite it")
+        raise FMNInputError(f"{out} exists and is not a {kind} ({'/'.join(suffixes)}); refusing to overwrite it")
     if not recognise(target):
-        raise ValueError(f"{out} exists and is not a {kind} written by fmn; refusing to overwrite it (remove it or "
-                         "choose another name)")
+        raise FMNInputError(f"{out} exists and is not a {kind} written by fmn; refusing to overwrite it (remove it or "
+                            "choose another name)")

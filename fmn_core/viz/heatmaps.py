@@ -13,6 +13,7 @@ from torch.nn import functional as F
 
 from fmn_core.data.loading import decode_image, normalize
 from fmn_core.models import FeatureMaskNetwork
+from fmn_core.utils.errors import FMNInputError
 from fmn_core.viz._figure import save_figure
 
 
@@ -43,7 +44,7 @@ def plot_heatmaps(model: FeatureMaskNetwork, paths: Sequence[str], path: str | P
                   device: str | torch.device = "cpu", title: str = "FMN mask and activations") -> Path:
     """Rows: image, FMN mask (eq. 2), GRN activation, LAN activation; one column per image."""
     if not paths:
-        raise ValueError("no images to draw")
+        raise FMNInputError("no images to draw")
     images, masks, grn, lan = attention_maps(model, paths, device)
     names = ("image", f"FMN mask ({model.masked_layer})", "GRN activation", "LAN activation")
     figure, axes = plt.subplots(4, len(paths), figsize=(len(paths) * 1.1, 4 * 2.0), squeeze=False)

@@ -13,6 +13,9 @@ import pandas as pd
 from PIL import Image
 
 from fmn_core.data.loading import to_rgb
+from fmn_core.retrieval.descriptors import DescriptorTable
+from fmn_core.retrieval.distance import pairwise_distance
+from fmn_core.utils.errors import FMNInputError
 from fmn_core.viz._figure import save_figure
 
 TRUE, FALSE, QUERY, UNKNOWN = "#1a9641", "#d7191c", "#2b83ba", "#7f7f7f"
@@ -31,6 +34,31 @@ class RankedRow:
     gallery_paths: Sequence[str]
     correct: Sequence[bool | None]
     captions: Sequence[str] | None = None
+
+
+def figure4_rows(query: DescriptorTable, gallery: DescriptorTable, count: int, top: int = 10) -> list[RankedRow]:
+    """The paper's Figure 4: queries whose first GRN answer is wrong and first FMN answer right, GRN row then FMN.
+
+    When fewer than ``count`` queries qualify, the first other queries fill the rows. Gallery images of the
+    query's identity under the query's camera are skipped, as the evaluation protocol skips them.
+    """
+    ranked = {}
+    query_pids, gallery_pids = query.meta.pid.to_numpy(), gallery.meta.pid.to_numpy()
+    for kind in ("grn", "fmn"):
+        distances = pairwise_distance(query.features[kind], gallery.features[kind])
+        junk = ((gallery_pids[None, :] == query_pids[:, None])
+                & (gallery.meta.camid.to_numpy()[None, :] == query.meta.camid.to_numpy()[:, None]))
+        distances[junk] = np.inf
+        ranked[kind] = np.argsort(distances, axis=1, kind="stable")[:, :top]
+    hits = {kind: gallery_pids[order] == query_pids[:, None] for kind, order in ranked.items()}
+    chosen = list(np.flatnonzero(~hits["grn"][:, 0] & hits["fmn"][:, 0])[:count])
+    chosen += [i for i in range(len(query)) if i not in chosen][: count - len(chosen)]
+    rows = []
+    for i in chosen:
+        for kind in ("grn", "fmn"):
+            rows.append(RankedRow(f"{kind.upper()}\npid {query.meta.pid[i]}", query.meta.path[i],
+                                  gallery.meta.path.to_numpy()[ranked[kind][i]].tolist(), hits[kind][i].tolist()))
+    return rows
 
 
 def _show(axis, image_or_path, colour: str, caption: str) -> None:
@@ -53,7 +81,7 @@ def _show(axis, image_or_path, colour: str, caption: str) -> None:
 def plot_ranked_lists(rows: Sequence[RankedRow], path: str | Path, top_k: int = 10,
                       title: str = "ranked lists (green: true match, red: false)") -> Path:
     if not rows:
-        raise ValueError("no ranked rows to draw")
+        raise FMNInputError("no ranked rows to draw")
     columns = top_k + 1
     figure, axes = plt.subplots(len(rows), columns, figsize=(columns * 0.9, len(rows) * 1.9), squeeze=False)
     for r, row in enumerate(rows):
@@ -80,7 +108,7 @@ def plot_search_results(results: pd.DataFrame, queries: Sequence, path: str | Pa
     """
     labels = list(dict.fromkeys(results["query"]))
     if len(labels) != len(queries):
-        raise ValueError(f"{len(queries)} query images for {len(labels)} queries in the results")
+        raise FMNInputError(f"{len(queries)} query images for {len(labels)} queries in the results")
     rows = []
     for index, (label, image) in enumerate(zip(labels, queries, strict=True)):
         ranked = results[results["query"] == label].sort_values("rank").head(top_k)
