@@ -139,3 +139,51 @@ def test_seed_study_reports_mean_and_sample_std_per_method():
                                  2: {"GRN": {"rank1": 82.0, "mAP": 62.0}}})
     assert "| GRN | 81.00 ± 1.41 | 61.00 ± 1.41 | 2 |" in table
     assert "| FMN | 90.00 ± 0.00 | 70.00 ± 0.00 | 1 |" in table and "training seeds: 0, 2" in table
+
+
+def test_seed_study_statistics_cover_the_rows_every_seed_has_and_the_fingerprint_ignores_the_seed():
+    import pandas as pd
+
+    from fmn_core.retrieval.seed_study import recipe_fingerprint, seed_study_statistics
+
+    per_seed = {0: {"GRN": {"rank1": 80.0, "mAP": 60.0}, "FMN": {"rank1": 90.0, "mAP": 70.0}},
+                1: {"GRN": {"rank1": 82.0, "mAP": 62.0}, "FMN": {"rank1": 92.0, "mAP": 71.0},
+                    "FMN + re-ranking": {"rank1": 93.0, "mAP": 80.0}}}
+    stats = seed_study_statistics(per_seed)
+    assert stats == {"fmn_rank1_mean": 91.0, "fmn_rank1_std": 1.41, "fmn_mAP_mean": 70.5, "fmn_mAP_std": 0.71,
+                     "grn_rank1_mean": 81.0, "grn_rank1_std": 1.41, "grn_mAP_mean": 61.0, "grn_mAP_std": 1.41}
+    meta = pd.DataFrame({"path": ["/a/x/1.jpg", "/a/x/2.jpg"], "pid": [1, 2], "camid": [0, 1],
+                         "split": ["query", "gallery"]})
+    moved = meta.assign(path=["/b/1.jpg", "/b/2.jpg"])  # the same images elsewhere
+    config = {"arch": "efficientnet_lite0", "seed": 0, "device": "cpu", "alpha": 0.5}
+    assert recipe_fingerprint(config, meta) == recipe_fingerprint({**config, "seed": 7, "device": "cuda"}, moved)
+    assert recipe_fingerprint(config, meta) != recipe_fingerprint({**config, "alpha": 0.3}, meta)
+    assert recipe_fingerprint(config, meta) != recipe_fingerprint(config, meta.iloc[:1])
+
+
+def test_figure4_rows_pick_queries_the_grn_misses_and_the_fmn_finds():
+    from fmn_core.retrieval.descriptors import DescriptorTable
+    from fmn_core.viz.ranked_lists import figure4_rows
+
+    # three queries (pids 1, 2, 3, camera 0); the gallery holds each identity under camera 1 and pid 1 also under
+    # camera 0 (same camera: skipped by the protocol, so never ranked)
+    query = pd_frame(["q1", "q2", "q3"], [1, 2, 3], [0, 0, 0], "query")
+    gallery = pd_frame(["g1", "g2", "g3", "g1same"], [1, 2, 3, 1], [1, 1, 1, 0], "gallery")
+    eye = np.eye(3, dtype=np.float32)
+    # GRN: queries 2 and 3 find each other's identity first (wrong); FMN gets all three right
+    grn_q, grn_g = eye[[0, 1, 2]], np.stack([eye[0], eye[2] * 0.9 + eye[1] * 0.1, eye[1], eye[0]])
+    fmn_q, fmn_g = eye, np.stack([eye[0], eye[1], eye[2], eye[0]])
+    q = DescriptorTable(query, {"grn": grn_q, "fmn": fmn_q})
+    g = DescriptorTable(gallery, {"grn": grn_g / np.linalg.norm(grn_g, axis=1, keepdims=True), "fmn": fmn_g})
+    rows = figure4_rows(q, g, count=3, top=3)
+    # the two the GRN misses first, then query 1 to fill the third row pair
+    assert [r.label for r in rows] == ["GRN\npid 2", "FMN\npid 2", "GRN\npid 3", "FMN\npid 3", "GRN\npid 1",
+                                       "FMN\npid 1"]
+    assert rows[0].correct[0] is False and rows[1].correct[0] is True  # the GRN misses, the FMN finds
+    assert rows[4].gallery_paths[0].endswith("g1") and not any(p.endswith("g1same") for p in rows[4].gallery_paths)
+
+
+def pd_frame(paths, pids, camids, split):
+    import pandas as pd
+
+    return pd.DataFrame({"path": paths, "pid": pids, "camid": camids, "split": [split] * len(paths)})
