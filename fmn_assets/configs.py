@@ -102,7 +102,8 @@ class FMNTrainingConfig(dg.Config):
     processes: int = Field(1, ge=1)
 
     def train_config(self, grn_config: TrainConfig) -> TrainConfig:
-        base = load_recipe(self.recipe) if self.recipe else grn_config
+        # a recipe of its own keeps the run's seed and device from the GRN (a seed study sets them there)
+        base = load_recipe(self.recipe, seed=grn_config.seed, device=grn_config.device) if self.recipe else grn_config
         return base.replace(**_changes(self.overrides))
 
 

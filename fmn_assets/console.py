@@ -136,11 +136,19 @@ class RunFollower(threading.Thread):
         self.run_id: str | None = None
         self._finished = threading.Event()
 
-    def finish(self) -> None:
+    def finish(self, timeout_s: float = 60.0) -> None:
         self._finished.set()
-        self.join()
+        self.join(timeout_s)
 
     def run(self) -> None:
+        try:
+            self._follow()
+        except Exception as exc:  # the run goes on without its view: say so rather than fall silent
+            message = f"[fmn] the terminal view stopped ({type(exc).__name__}: {exc}); the Dagster UI shows the run"
+            print(message, file=sys.stderr, flush=True)
+            self.view.log.write(message + "\n")
+
+    def _follow(self) -> None:
         cursor = None
         while True:
             done = self._finished.is_set()  # read first: one more poll after the run ended catches its last events

@@ -118,8 +118,11 @@ def run_once(partition: str, run_config: dict, select: str, log_file: Path, verb
     asset_keys = None
     if select != "*":
         job_keys = pipeline_job().asset_layer.selected_asset_keys
-        asset_keys = sorted(dg.AssetSelection.from_string(select).resolve(pipeline_job().asset_layer.asset_graph)
-                            & job_keys)
+        try:
+            selected = dg.AssetSelection.from_string(select).resolve(pipeline_job().asset_layer.asset_graph)
+        except Exception as exc:  # Dagster's selection parser raises its own error types
+            raise SystemExit(f"--select {select!r}: not a Dagster asset selection ({exc})") from None
+        asset_keys = sorted(selected & job_keys)
         if not asset_keys:
             raise SystemExit(f"--select {select!r} selects no asset of {JOB_NAME}")
     if not verbose:  # the short view replaces Dagster's console log; the log file keeps every event
@@ -128,12 +131,17 @@ def run_once(partition: str, run_config: dict, select: str, log_file: Path, verb
     print(f"[fmn] {JOB_NAME} for partition {partition}"
           + (f", assets {', '.join(k.to_user_string() for k in asset_keys)}" if asset_keys else ""), flush=True)
     with dg.DagsterInstance.get() as instance, open(log_file, "a", encoding="utf-8") as log:
-        follower = RunFollower(instance, ("fmn/main", token), RunView(log, interactive=sys.stdout.isatty()))
+        # with --verbose Dagster's console log is the terminal view; the follower still fills the log file
+        view = RunView(log, out=open(os.devnull, "w") if verbose else sys.stdout,  # noqa: SIM115 -- process-long
+                       interactive=sys.stdout.isatty() and not verbose)
+        follower = RunFollower(instance, ("fmn/main", token), view)
         follower.start()
         try:
             result = dg.execute_job(dg.reconstructable(pipeline_job), instance=instance, run_config=run_config,
                                     tags={"dagster/partition": partition, "fmn/main": token},
                                     asset_selection=asset_keys)
+        except dg.DagsterInvalidConfigError as exc:  # refused before the run started: say why, without a traceback
+            raise SystemExit(f"the run config was refused before the run started:\n{exc}") from None
         finally:
             follower.finish()
         return result.success
@@ -144,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", default="synthetic", choices=DATASETS, help="the dataset to run")
     parser.add_argument("--config", type=Path, help="run config YAML (see the launchpad for its shape)")
     parser.add_argument("--select", default="*", help="Dagster asset selection")
-    parser.add_argument("--verbose", action="store_true", help="print Dagster's full event log instead of the "
-                                                                   "short view (it always goes to the log file)")
+    parser.add_argument("--verbose", action="store_true", help="print Dagster's console log instead of the "
+                                                                   "short view (every event always goes to the log "
+                                                                   "file)")
     parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                         help="train and evaluate once per training seed, in turn (data fixed); evaluation_metrics "
                              "then shows Table 1 as mean ± std over them")

@@ -81,7 +81,7 @@ def _descriptor_check(split: str) -> dg.AssetChecksDefinition:
         path = paths.descriptors(context.partition_key, split)
         try:
             table = DescriptorTable.load(path)
-        except (FMNInputError, OSError) as exc:  # OSError: a file that cannot be read at all
+        except (FMNInputError, ValueError, OSError) as exc:  # ValueError: pyarrow's; OSError: an unreadable file
             return dg.AssetCheckResult(passed=False, metadata={"error": str(exc)})
         counts = table.degenerate_rows()
         non_finite = sum(c["non_finite"] for c in counts.values())

@@ -108,11 +108,15 @@ def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[
     table = split_table(paths, dataset)
     with bad_input_fails_the_step(f"stage {stage} training on '{dataset}' failed"):
         config = make_config()
+        epochs_field = "stage1_epochs" if stage == 1 else "stage2_epochs"
+        if getattr(config, epochs_field) < 1:  # an untrained network would be versioned as a finished checkpoint
+            raise FMNInputError(f"{epochs_field}={getattr(config, epochs_field)}: the step trains at least 1 epoch")
         if processes > 1 and config.device != "cpu" and torch.cuda.is_available() \
                 and torch.cuda.device_count() < processes:
             raise FMNInputError(f"processes: {processes} needs {processes} GPUs, but this step sees "
                                 f"{torch.cuda.device_count()}; on Kubernetes request them with "
-                                "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set device: cpu")
+                                "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set "
+                                "overrides: {device: cpu}")
         if processes > 1:
             _torchrun(context, stage, config, paths.splits(dataset), out, processes, grn)
             return _result_from_files(stage, paths, dataset)

@@ -7,7 +7,6 @@ table schema is in :mod:`fmn_core.data.schema`. Pick a reader by name with
 
 from __future__ import annotations
 
-from fmn_core.utils.errors import FMNInputError
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from fmn_core.data.image_check import ImageCheck
 from fmn_core.data.market_style import read_dukemtmc, read_market1501
 from fmn_core.data.report import DatasetError, DatasetLayoutError, DatasetReport, Finding
 from fmn_core.data.schema import COLUMNS, SPLITS, label_map, load_split_table, num_train_identities, save_split_table
+from fmn_core.utils.errors import FMNInputError
 
 
 def read_synthetic(root: str | Path, check_images: ImageCheck = "header", strict: bool = True) -> LoadedDataset:
@@ -49,6 +49,7 @@ def read_dataset(name: str, root: str | Path, **kwargs) -> LoadedDataset:
 
 __all__ = [
     "COLUMNS", "DATASET_READERS", "SPLITS", "DatasetError", "DatasetLayoutError", "DatasetReport", "Finding",
-    "LoadedDataset", "label_map", "load_split_table", "num_train_identities", "read_cuhk01", "read_cuhk03", "read_custom",
+    "LoadedDataset", "label_map", "load_split_table", "num_train_identities", "read_cuhk01", "read_cuhk03",
+    "read_custom",
     "read_dataset", "read_dukemtmc", "read_market1501", "read_synthetic", "save_split_table",
 ]

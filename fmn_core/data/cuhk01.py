@@ -30,7 +30,6 @@ variant of the method) on it, then report on the test split (v = 0).
 
 from __future__ import annotations
 
-from fmn_core.utils.errors import FMNInputError
 import re
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import numpy as np
 from fmn_core.data.assemble import LoadedDataset, assemble
 from fmn_core.data.image_check import ImageCheck
 from fmn_core.data.report import DatasetError, DatasetLayoutError, DatasetReport
+from fmn_core.utils.errors import FMNInputError
 
 NUM_IDENTITIES = 971
 NUM_TEST_IDENTITIES = 486
@@ -65,7 +65,8 @@ def find_campus(root: str | Path) -> Path:
                              f"{root / 'CUHK01' / 'campus'}")
 
 
-def split_identities(pids: list[int], split_id: int, num_test: int = NUM_TEST_IDENTITIES) -> tuple[list[int], list[int]]:
+def split_identities(pids: list[int], split_id: int,
+                     num_test: int = NUM_TEST_IDENTITIES) -> tuple[list[int], list[int]]:
     """(train pids, test pids) of split ``split_id``: 0 = sorted (the first ones train), k > 0 = seeded permutation."""
     if split_id < 0:
         raise FMNInputError(f"cuhk01: split_id={split_id}; expected 0 (the fixed sorted split) or a positive seed")

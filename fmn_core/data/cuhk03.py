@@ -20,7 +20,6 @@ toolkits that report CUHK03-NP numbers.
 
 from __future__ import annotations
 
-from fmn_core.utils.errors import FMNInputError
 import json
 import os
 from pathlib import Path
@@ -32,6 +31,7 @@ from fmn_core.data.assemble import LoadedDataset, assemble
 from fmn_core.data.image_check import ImageCheck
 from fmn_core.data.report import DatasetError, DatasetLayoutError, DatasetReport
 from fmn_core.utils.atomic import atomic_directory
+from fmn_core.utils.errors import FMNInputError
 
 CropKind = Literal["detected", "labeled"]
 PROTOCOL_KEYS = ("filelist", "labels", "camId", "train_idx", "query_idx", "gallery_idx")

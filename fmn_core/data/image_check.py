@@ -7,13 +7,14 @@ truncated JPEG bodies too, at the cost of a full decode).
 
 from __future__ import annotations
 
-from fmn_core.utils.errors import FMNInputError
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from PIL import Image, UnidentifiedImageError
+
+from fmn_core.utils.errors import FMNInputError
 
 ImageCheck = Literal["none", "header", "decode"]
 CHECK_MODES: tuple[str, ...] = ("none", "header", "decode")
@@ -39,7 +40,8 @@ def _problem(path: str, mode: ImageCheck) -> str | None:
     return None
 
 
-def find_unreadable(paths: Sequence[str], mode: ImageCheck = "header", workers: int | None = None) -> list[tuple[str, str]]:
+def find_unreadable(paths: Sequence[str], mode: ImageCheck = "header",
+                    workers: int | None = None) -> list[tuple[str, str]]:
     """Return ``(path, reason)`` for every path that fails the check."""
     if mode not in CHECK_MODES:
         raise FMNInputError(f"image check mode must be one of {CHECK_MODES}, got {mode!r}")

@@ -19,7 +19,6 @@ applies after collation.
 
 from __future__ import annotations
 
-from fmn_core.utils.errors import FMNInputError
 import hashlib
 import os
 import struct
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from fmn_core.utils.errors import FMNInputError
 from fmn_core.utils.normalization import IMAGENET_MEAN, IMAGENET_STD
 
 #: Integer modes wider than 8 bits (16-bit grayscale PNG, TIFF): ``convert("RGB")`` would clip them to white.
@@ -124,9 +124,8 @@ class ImageCache:
             if array.shape == (len(paths), 3, *size):
                 return cls(torch.from_numpy(np.array(array)), paths)
         cache = cls.build(paths, size, workers)
-        with atomic_write_path(file) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, cache.images.numpy())
+        with atomic_write_path(file) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, cache.images.numpy())
         return cache
 
 

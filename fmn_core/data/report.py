@@ -8,7 +8,6 @@ whole report.
 
 from __future__ import annotations
 
-from fmn_core.utils.errors import FMNInputError
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+
+from fmn_core.utils.errors import FMNInputError
 
 Severity = Literal["error", "warning", "info"]
 

@@ -22,8 +22,6 @@ Conventions (the ones the standard Market-1501 evaluation expects):
 
 from __future__ import annotations
 
-from fmn_core.utils.parquet import read_parquet
-from fmn_core.utils.errors import FMNInputError, InputFileNotFoundError
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +29,9 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from fmn_core.utils.errors import FMNInputError
+from fmn_core.utils.parquet import read_parquet
 
 SPLITS: tuple[str, ...] = ("train", "query", "gallery")
 

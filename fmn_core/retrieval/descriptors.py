@@ -187,7 +187,13 @@ class DescriptorTable:
             raise FMNInputError(f"{path} holds no descriptor column ({', '.join(DESCRIPTOR_KINDS)}): it is not a "
                                 "descriptor table (a split table? run fmn extract on it first)")
         metadata = table.schema.metadata or {}
-        alpha = float(metadata.get(b"fmn.alpha", b"0.5"))
+        try:
+            alpha = float(metadata.get(b"fmn.alpha", b"0.5"))
+            for key in (IMAGE_ROOT_KEY, MODEL_HASH_KEY):
+                metadata.get(key, b"").decode()
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise FMNInputError(f"{path}: its fmn.* schema metadata is damaged ({exc}); write the table again with "
+                                "fmn extract") from exc
         relative = meta["path"].tolist()
         base = resolve_image_root(path, metadata, relative, root, strict=False)
         if base is None and IMAGE_ROOT_KEY in metadata:

@@ -14,6 +14,8 @@ def pairwise_distance(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor
 
     Tiny negative values from floating-point cancellation are clamped to 0.
     """
+    # a read-only array (a memory-mapped or Arrow-backed table) is copied, not wrapped: torch warns about those
+    a, b = (np.array(x) if isinstance(x, np.ndarray) and not x.flags.writeable else x for x in (a, b))
     a_t = torch.as_tensor(a, dtype=torch.float32, device=device)
     b_t = torch.as_tensor(b, dtype=torch.float32, device=device)
     if a_t.ndim != 2 or b_t.ndim != 2 or a_t.shape[1] != b_t.shape[1]:

@@ -187,3 +187,16 @@ def pd_frame(paths, pids, camids, split):
     import pandas as pd
 
     return pd.DataFrame({"path": paths, "pid": pids, "camid": camids, "split": [split] * len(paths)})
+
+
+def test_distances_of_read_only_arrays_need_no_copy_by_the_caller_and_warn_nothing():
+    import warnings
+
+    from fmn_core.retrieval.distance import pairwise_distance
+
+    a = np.arange(6, dtype=np.float32).reshape(3, 2)
+    a.flags.writeable = False  # as an Arrow-backed descriptor column comes back
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distances = pairwise_distance(a, a)
+    assert distances.shape == (3, 3) and distances[0, 1] == 8.0 and not a.flags.writeable
