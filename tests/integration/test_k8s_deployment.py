@@ -236,7 +236,7 @@ def test_definitions_with_the_k8s_executor_accept_the_multi_gpu_run_config():
     for step, config in expected.items():
         assert result["per_step"][step]["container_config"] == config["container_config"]
     assert result["processes"] == {"grn_checkpoint": 4, "fmn_checkpoint": 4}
-    assert (result["paper"]["preset"], result["paper"]["processes"]) == ("paper", 4)  # merged, not replaced
+    assert (result["paper"]["recipe"], result["paper"]["processes"]) == ("paper", 4)  # merged, not replaced
     assert result["bogus"] == "refused"  # the executor's schema really checks per_step_k8s_config
 
 
