@@ -3,7 +3,9 @@
 The graph is the same everywhere; only the executor differs: steps run in
 local processes by default, and in Kubernetes jobs (GPU requests on the
 training steps come from their ``dagster-k8s/config`` tags) when
-``FMN_EXECUTOR=k8s`` (see ``deploy/k8s/``).
+``FMN_EXECUTOR=k8s`` (see ``deploy/k8s/``), and on Celery workers on other
+hosts when ``FMN_EXECUTOR=celery`` (GPU steps on the ``gpu`` queue, see
+``deploy/celery/``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,13 @@ from fmn_assets.resources import DVCResource, ProjectPaths
 
 
 def executor() -> dg.ExecutorDefinition:
+    """The executor ``FMN_EXECUTOR`` names: multiprocess (default), in_process, k8s or celery."""
+    if os.environ.get("FMN_EXECUTOR", "").lower() == "celery":
+        from dagster_celery import celery_executor
+
+        from fmn_assets.celery_queues import celery_executor_config
+
+        return celery_executor.configured(celery_executor_config(), name="celery")
     if os.environ.get("FMN_EXECUTOR", "").lower() == "k8s":
         from dagster_k8s import k8s_job_executor
 

@@ -11,6 +11,7 @@ from dagster._core.errors import DagsterPipesExecutionError  # not re-exported a
 
 from fmn_assets.assets.data import OWNERS, dataset_splits, load_report, split_table
 from fmn_assets.automation import WHEN_UPSTREAM_CHANGED, training_condition
+from fmn_assets.celery_queues import GPU_QUEUE, QUEUE_TAG
 from fmn_assets.code_versions import TRAINING_CODE
 from fmn_assets.configs import FMNTrainingConfig, GRNTrainingConfig
 from fmn_assets.failures import bad_input_fails_the_step
@@ -33,7 +34,8 @@ from fmn_core.utils.errors import FMNInputError
 
 #: One GPU per GPU step on Kubernetes, plus the GPU-node toleration and a RAM /dev/shm (dagster-k8s reads this tag;
 #: local runs ignore it). `processes: N` needs N GPUs: fmn_assets.k8s.multi_gpu_run_config sets both per run.
-GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1)}
+#: With FMN_EXECUTOR=celery the same steps go to the Celery queue the GPU hosts serve.
+GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1), QUEUE_TAG: GPU_QUEUE}
 #: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint. The first retry
 #: waits FMN_RETRY_DELAY_S seconds (default 15), doubling after that.
 TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=float(os.environ.get("FMN_RETRY_DELAY_S", "15")),
