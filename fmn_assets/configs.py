@@ -13,6 +13,7 @@ from enum import Enum, StrEnum
 import dagster as dg
 from pydantic import Field, create_model
 
+from fmn_assets.launchers import Launcher
 from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
 from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
 from fmn_core.engine.recipes import load_recipe, recipe_names
@@ -73,23 +74,37 @@ def _changes(overrides: dg.Config) -> dict:
             for name, value in overrides.model_dump(exclude_none=True).items()}
 
 
+class DistributedTraining(dg.Config):
+    """Where a stage trains: one process (default), torchrun on this host, or torchrun across nodes."""
+
+    processes: int = Field(1, ge=1, description="more than 1: DistributedDataParallel through torchrun, this many "
+                                                "processes per node (one per GPU)")
+    nodes: int = Field(1, ge=1, description="more than 1: torchrun on this many nodes (c10d rendezvous), started "
+                                            "by `launcher`; every node sees the same project folder")
+    launcher: Launcher = Field(Launcher.local, description="local: this host only; srun: Slurm starts one torchrun "
+                                                           "per node; command: launch_command does")
+    launch_command: list[str] = Field([], description="srun: extra srun options (e.g. [--partition=gpu]); command: "
+                                                      "the prefix that starts its argument once per node")
+    rendezvous: str = Field("", description="host[:port] of the c10d rendezvous on one node (srun: empty = the "
+                                            "allocation's first node)")
+
+
 RECIPE_HELP = (f"a recipe name ({', '.join(recipe_names())}) or a YAML recipe file; see fmn_core/configs")
 
 
-class GRNTrainingConfig(dg.Config):
+class GRNTrainingConfig(DistributedTraining):
     """Stage 1 (Algorithm 1, lines 1-2): fine-tune the GRN with a recipe, some options changed."""
 
     recipe: str = Field("cpu", description=RECIPE_HELP)
     overrides: TrainingOverrides = Field(default_factory=TrainingOverrides,
                                          description="options that replace the recipe's, e.g. stage1_epochs: 2")
-    processes: int = Field(1, ge=1, description="more than 1: DistributedDataParallel through torchrun")
 
     def train_config(self) -> TrainConfig:
         """The full training configuration (both stages' fields) this run trains the GRN with."""
         return load_recipe(self.recipe, **_changes(self.overrides))
 
 
-class FMNTrainingConfig(dg.Config):
+class FMNTrainingConfig(DistributedTraining):
     """Stage 2 (Algorithm 1, line 3): train MN + LAN on the frozen GRN.
 
     Without a recipe, the GRN checkpoint's configuration is the base, so the two stages always agree.
@@ -99,7 +114,6 @@ class FMNTrainingConfig(dg.Config):
                                         " (it must agree with the GRN on backbone and input size)")
     overrides: TrainingOverrides = Field(default_factory=TrainingOverrides,
                                          description="options that replace the base's, e.g. mask_mode: constant")
-    processes: int = Field(1, ge=1)
 
     def train_config(self, grn_config: TrainConfig) -> TrainConfig:
         # a recipe of its own keeps the run's seed and device from the GRN (a seed study sets them there)

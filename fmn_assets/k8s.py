@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fmn_assets.launchers import RENDEZVOUS_PORT
+
 GPU_RESOURCE = "nvidia.com/gpu"
 #: The steps with a ``processes`` option (DistributedDataParallel through torchrun).
 TRAINING_STEPS = ("grn_checkpoint", "fmn_checkpoint")
@@ -70,3 +72,47 @@ def multi_gpu_run_config(processes: int, steps: Iterable[str] = TRAINING_STEPS) 
             step: {"container_config": {"resources": gpu_resources(processes)}} for step in steps}}},
         "ops": {step: {"config": {"processes": processes}} for step in steps},
     }
+
+
+
+
+def multi_node_training_manifests(name: str, image: str, nodes: int, gpus_per_node: int, training_args: list[str],
+                                  namespace: str = "dagster", claim: str = "fmn-workspace") -> list[dict[str, Any]]:
+    """A training across ``nodes`` pods of ``gpus_per_node`` GPUs each: a headless Service and an Indexed Job.
+
+    Kubernetes' own primitives, no operator: the Job's pods get stable names ``NAME-0`` ... through the Service
+    (``subdomain``), every pod runs ``torchrun --nnodes N`` with the c10d rendezvous on ``NAME-0.NAME:29400``, and
+    the completion index is the node rank. ``training_args`` follow torchrun (``-m fmn_assets.torchrun_entry
+    --stage 1 ...``). All pods mount the workspace claim, where rank 0 alone writes the checkpoint. The Job fails as
+    a whole when any pod fails (``backoffLimitPerIndex`` 0, ``maxFailedIndexes`` 0): a lost node restarts the
+    training, which resumes from its partial checkpoint.
+    """
+    _check_gpus(nodes, "nodes")
+    _check_gpus(gpus_per_node, "gpus_per_node")
+    labels = {"app.kubernetes.io/name": "fmn-training", "fmn/training": name}
+    service = {"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": name, "namespace": namespace, "labels": labels},
+               "spec": {"clusterIP": "None", "selector": labels, "publishNotReadyAddresses": True,
+                        "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}]}}
+    torchrun = ["torchrun", f"--nnodes={nodes}", f"--nproc-per-node={gpus_per_node}", "--rdzv-backend=c10d",
+                f"--rdzv-endpoint={name}-0.{name}:{RENDEZVOUS_PORT}", f"--rdzv-id={name}",
+                "--node-rank=$(JOB_COMPLETION_INDEX)", *training_args]
+    resources = gpu_resources(gpus_per_node)
+    container = {"name": "train", "image": image, "command": torchrun,
+                 "env": [{"name": "FMN_PROJECT_DIR", "value": "/workspace"},
+                         {"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+                             "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}}],
+                 "ports": [{"name": "rendezvous", "containerPort": RENDEZVOUS_PORT}],
+                 "resources": resources,
+                 "volumeMounts": [{"name": "workspace", "mountPath": "/workspace"},
+                                  {"name": SHM_MOUNT["name"], "mountPath": SHM_MOUNT["mount_path"]}]}
+    pod = {"subdomain": name, "restartPolicy": "Never", "containers": [container],
+           "tolerations": [dict(t) for t in GPU_TOLERATIONS],
+           "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": claim}},
+                       {"name": SHM_VOLUME["name"], "emptyDir": {"medium": "Memory"}}]}
+    job = {"apiVersion": "batch/v1", "kind": "Job",
+           "metadata": {"name": name, "namespace": namespace, "labels": labels},
+           "spec": {"completionMode": "Indexed", "completions": nodes, "parallelism": nodes,
+                    "backoffLimitPerIndex": 0, "maxFailedIndexes": 0,
+                    "template": {"metadata": {"labels": labels}, "spec": pod}}}
+    return [service, job]

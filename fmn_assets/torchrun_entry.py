@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -20,6 +21,7 @@ from dagster_pipes import open_dagster_pipes
 
 from fmn_core.data import load_split_table
 from fmn_core.engine import load_recipe, train_stage1, train_stage2
+from fmn_core.engine.distributed import gather_objects, init_distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +53,15 @@ def main(argv: list[str] | None = None) -> int:
             result = train_stage1(table, config, args.out, on_epoch_end=report)
         else:
             result = train_stage2(table, config, args.grn, args.out, on_epoch_end=report)
+        # which host each rank ran on, and who wrote the checkpoint: the step's metadata shows both
+        ranks = gather_objects({"rank": int(os.environ.get("RANK", "0")), "host": socket.gethostname(),
+                                "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+                                "wrote_checkpoint": result.wrote_checkpoint}, init_distributed(config.device))
+        print(f"rank {os.environ.get('RANK', '0')} on {socket.gethostname()}: "
+              f"{'wrote' if result.wrote_checkpoint else 'did not write'} {result.checkpoint}", file=sys.stderr)
         if pipes is not None:
             pipes.report_custom_message({"epochs": result.epochs, "wall_seconds": result.wall_seconds,
-                                         "images_per_second": result.images_per_second})
+                                         "images_per_second": result.images_per_second, "ranks": ranks})
     return 0
 
 

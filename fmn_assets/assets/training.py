@@ -13,9 +13,10 @@ from fmn_assets.assets.data import OWNERS, dataset_splits, load_report, split_ta
 from fmn_assets.automation import WHEN_UPSTREAM_CHANGED, training_condition
 from fmn_assets.celery_queues import GPU_QUEUE, QUEUE_TAG
 from fmn_assets.code_versions import TRAINING_CODE
-from fmn_assets.configs import FMNTrainingConfig, GRNTrainingConfig
+from fmn_assets.configs import DistributedTraining, FMNTrainingConfig, GRNTrainingConfig
 from fmn_assets.failures import bad_input_fails_the_step
 from fmn_assets.k8s import gpu_step_k8s_config
+from fmn_assets.launchers import describe, torchrun_command
 from fmn_assets.metadata import history_markdown, records_table
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
@@ -45,33 +46,48 @@ TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners
 
 
 def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, splits: Path, out: Path,
-              processes: int, grn: Path | None) -> None:
-    """Multi-GPU (or multi-process CPU) training under torchrun, reported live through Dagster Pipes.
+              where: DistributedTraining, grn: Path | None) -> list[dict]:
+    """Training under torchrun, on this host or across nodes (fmn_assets.launchers), reported live through Pipes.
 
-    Rank 0 of ``fmn_assets.torchrun_entry`` logs every epoch into this run's event log;
-    the processes' own output goes to the step's captured stdout / stderr.
+    Rank 0 of ``fmn_assets.torchrun_entry`` logs every epoch into this run's event log and reports which host
+    each rank ran on (returned); the processes' own output goes to the step's captured stdout / stderr. Across
+    nodes, rank 0 may run elsewhere: the Pipes context travels in the environment (srun and the launchers pass it
+    on) and its messages in a file on the shared artifact folder.
     """
     out.mkdir(parents=True, exist_ok=True)
     recipe = save_config(config, out / f".stage{stage}.torchrun.config.yaml")  # the run's configuration, as a file
-    command = [str(Path(sys.executable).with_name("torchrun")), "--standalone", "--nproc_per_node", str(processes),
-               "-m", "fmn_assets.torchrun_entry", "--stage", str(stage), "--splits", str(splits),
-               "--config", str(recipe), "--out", str(out), *(["--grn", str(grn)] if grn else [])]
+    entry = ["-m", "fmn_assets.torchrun_entry", "--stage", str(stage), "--splits", str(splits),
+             "--config", str(recipe), "--out", str(out), *(["--grn", str(grn)] if grn else [])]
+    with bad_input_fails_the_step(f"cannot launch stage {stage} training"):
+        try:
+            command = torchrun_command(Path(sys.executable).with_name("torchrun"), entry, where.processes,
+                                       where.nodes, where.launcher, where.launch_command, where.rendezvous,
+                                       rendezvous_id=f"{context.run_id[:8]}-stage{stage}")
+        except ValueError as exc:
+            raise FMNInputError(str(exc)) from None
+    shape = f"{where.nodes} node(s) x {where.processes} process(es)"
+    context.log.info(f"stage {stage} on {shape}: {describe(command)}")
+    client = dg.PipesSubprocessClient() if where.nodes == 1 else dg.PipesSubprocessClient(
+        context_injector=dg.PipesEnvContextInjector(),
+        message_reader=dg.PipesFileMessageReader(str(out / f".stage{stage}.pipes-messages.jsonl")))
     try:
-        dg.PipesSubprocessClient().run(context=context, command=command)
+        invocation = client.run(context=context, command=command)
     except DagsterPipesExecutionError as exc:
-        raise dg.Failure(description=f"torchrun training (stage {stage}, {processes} processes) failed: {exc}. "
+        raise dg.Failure(description=f"torchrun training (stage {stage}, {shape}) failed: {exc}. "
                                      "The step's stderr (Logs tab) holds each process's traceback.") from exc
     finally:
         recipe.unlink(missing_ok=True)
+    reported = [message for message in invocation.get_custom_messages() if isinstance(message, dict)]
+    return reported[-1].get("ranks", []) if reported else []
 
 
-def _result_from_files(stage: int, paths: ProjectPaths, dataset: str) -> TrainResult:
+def _result_from_files(stage: int, paths: ProjectPaths, dataset: str, ranks: list[dict]) -> TrainResult:
     history = read_metrics_log(paths.metrics_log(dataset, stage))
     seconds = sum(row["seconds"] for row in history)
     return TrainResult(checkpoint=paths.checkpoint(dataset, stage), stage=stage, epochs=len(history),
                        history=history, wall_seconds=seconds,
                        images_per_second=sum(r["images"] for r in history) / seconds if seconds else 0.0,
-                       device="torchrun")
+                       device="torchrun", ranks=ranks)
 
 
 def _metadata(result: TrainResult, versioned) -> dict:
@@ -91,7 +107,17 @@ def _metadata(result: TrainResult, versioned) -> dict:
         "history_table": records_table([{k: v for k, v in row.items() if k != "stage"} for row in result.history],
                                        first_column="epoch"),
         **_mask_metadata(result.diagnostics),
+        **_rank_metadata(result.ranks),
     }
+
+
+def _rank_metadata(ranks: list[dict]) -> dict:
+    """Which host each torchrun rank ran on, and which of them wrote the checkpoint (rank 0 alone should)."""
+    if not ranks:
+        return {}
+    return {"ranks": records_table(ranks, first_column="rank"),
+            "rank_hosts": ", ".join(f"{r['rank']}: {r['host']}" for r in ranks),
+            "checkpoint_written_by_ranks": ", ".join(str(r["rank"]) for r in ranks if r.get("wrote_checkpoint"))}
 
 
 def _mask_metadata(diagnostics: dict) -> dict:
@@ -102,8 +128,8 @@ def _mask_metadata(diagnostics: dict) -> dict:
             for name, value in diagnostics.items()}
 
 
-def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[[], TrainConfig], processes: int,
-           paths: ProjectPaths, grn: Path | None = None) -> TrainResult:
+def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[[], TrainConfig],
+           where: DistributedTraining, paths: ProjectPaths, grn: Path | None = None) -> TrainResult:
     """Train one stage; ``make_config`` builds the configuration, so a bad recipe fails the step like bad data."""
     dataset = context.partition_key
     out = paths.artifacts(dataset)
@@ -113,15 +139,16 @@ def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[
         epochs_field = "stage1_epochs" if stage == 1 else "stage2_epochs"
         if getattr(config, epochs_field) < 1:  # an untrained network would be versioned as a finished checkpoint
             raise FMNInputError(f"{epochs_field}={getattr(config, epochs_field)}: the step trains at least 1 epoch")
+        processes = where.processes
         if processes > 1 and config.device != "cpu" and torch.cuda.is_available() \
                 and torch.cuda.device_count() < processes:
             raise FMNInputError(f"processes: {processes} needs {processes} GPUs, but this step sees "
                                 f"{torch.cuda.device_count()}; on Kubernetes request them with "
                                 "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set "
                                 "overrides: {device: cpu}")
-        if processes > 1:
-            _torchrun(context, stage, config, paths.splits(dataset), out, processes, grn)
-            return _result_from_files(stage, paths, dataset)
+        if processes > 1 or where.nodes > 1:
+            ranks = _torchrun(context, stage, config, paths.splits(dataset), out, where, grn)
+            return _result_from_files(stage, paths, dataset, ranks)
 
         total = config.stage1_epochs if stage == 1 else config.stage2_epochs
 
@@ -142,7 +169,7 @@ def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[
 def grn_checkpoint(context: dg.AssetExecutionContext, config: GRNTrainingConfig, paths: ProjectPaths,
                    dvc: DVCResource) -> dg.MaterializeResult:
     with paths.exclusive(context.partition_key, "grn_checkpoint"):
-        result = _train(context, 1, config.train_config, config.processes, paths)
+        result = _train(context, 1, config.train_config, config, paths)
         versioned = dvc.track(result.checkpoint)
     return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5), metadata=_metadata(result, versioned))
 
@@ -159,7 +186,7 @@ def fmn_checkpoint(context: dg.AssetExecutionContext, config: FMNTrainingConfig,
         with bad_input_fails_the_step(f"cannot use the GRN checkpoint of '{dataset}'",
                                       "Materialize grn_checkpoint again."):
             grn_config = TrainConfig.from_dict(load_checkpoint(grn)["config"])
-        result = _train(context, 2, lambda: config.train_config(grn_config), config.processes, paths, grn)
+        result = _train(context, 2, lambda: config.train_config(grn_config), config, paths, grn)
         versioned = dvc.track(result.checkpoint)
         grounding = _mask_grounding(context, paths, result) if dataset == "synthetic" else {}
     return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5),

@@ -53,3 +53,12 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
 def barrier(context: DistContext) -> None:
     if context.enabled:
         dist.barrier()
+
+
+def gather_objects(value: object, context: DistContext) -> list[object]:
+    """Every rank's ``value``, in rank order (one process: ``[value]``); a collective, so all ranks must call it."""
+    if not context.enabled:
+        return [value]
+    gathered: list[object] = [None] * context.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -73,6 +73,10 @@ class TrainResult:
     resumed_from_epoch: int = 0
     device: str = "cpu"
     diagnostics: dict = field(default_factory=dict)
+    #: whether this process wrote the final checkpoint (under torchrun: rank 0 alone)
+    wrote_checkpoint: bool = False
+    #: under torchrun, per rank: its host and whether it wrote the checkpoint (filled in by the launcher's entry point)
+    ranks: list[dict] = field(default_factory=list)
 
     @property
     def final(self) -> dict:
@@ -248,10 +252,12 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
         partial_path.unlink(missing_ok=True)
         write_metrics_log(metrics_path, history)
     barrier(context)
+    wrote = context.is_main
     return TrainResult(checkpoint=final_path, stage=stage, epochs=epochs, history=history,
                        wall_seconds=time.perf_counter() - start_wall,
                        images_per_second=trained_images / trained_seconds if trained_seconds else 0.0,
-                       resumed_from_epoch=start_epoch, device=str(device), diagnostics=diagnostics or {})
+                       resumed_from_epoch=start_epoch, device=str(device), diagnostics=diagnostics or {},
+                       wrote_checkpoint=wrote)
 
 
 def _parameter_groups(model: FeatureMaskNetwork, lr: float, config: TrainConfig) -> list[dict]:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 
 def missing_requirements() -> str | None:
@@ -98,23 +98,39 @@ class TwoHosts:
 
     @staticmethod
     def stop(process: subprocess.Popen, grace: float = 20) -> None:
-        """SIGTERM to the process group (a Celery worker's pool children included), SIGKILL after ``grace``."""
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(process.pid, 0)
-                except ProcessLookupError:
-                    break
-                process.poll()
-                time.sleep(0.2)
+        """SIGTERM to the process and everything below it (a Celery worker's pool, a daemon that left its process
+        group), by process id; SIGKILL to what is left after ``grace``."""
+        try:
+            root = psutil.Process(process.pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            tree = []
+        _terminate(tree, grace)
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
 
     def remove(self) -> None:
+        """Stop every process started here, then any process still inside the namespaces (only this test can
+        have put it there), then delete the namespaces and with them the veth pair."""
         for process in reversed(self.processes):
             self.stop(process)
         for host in (self.a, self.b):
+            listed = subprocess.run(["ip", "netns", "pids", host.namespace], capture_output=True, text=True,
+                                    check=False).stdout.split()
+            left = []
+            for pid in listed:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    left.append(psutil.Process(int(pid)))
+            _terminate(left, 10)
             subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True, check=False)
+
+
+def _terminate(processes: list[psutil.Process], grace: float) -> None:
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.terminate()
+    _, alive = psutil.wait_procs(processes, timeout=grace)
+    for process in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
+    psutil.wait_procs(alive, timeout=5)

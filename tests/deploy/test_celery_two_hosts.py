@@ -96,11 +96,13 @@ class Cluster:
 def cluster(tmp_path_factory):
     assert WHY_NOT is None, f"FMN_REQUIRE_DEPLOY=1 but {WHY_NOT}"
     cluster = Cluster(tmp_path_factory.mktemp("celery"))
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.hosts.remove()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", str(cluster.home))  # dagster.yaml keeps the storage under $DAGSTER_HOME
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.hosts.remove()
 
 
 def tiny_config(folder: Path, **stage1) -> Path:
@@ -201,6 +203,9 @@ def test_a_worker_killed_in_training_fails_the_step_clearly_and_the_retry_resume
             assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
             failure = next(str(r.dagster_event) for r in
                            instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE))
+            # the dead step never ended, so it still holds the gpu pool's slot: the daemon's run monitoring gives
+            # it back free_slots_after_run_end_seconds after the run ended (dagster.yaml); no daemon runs here
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         assert "WorkerLostError" in failure and "[grn_checkpoint]" in failure, failure[-3000:]
         assert not paths.checkpoint("synthetic", 1).exists()  # nothing half-written passes for the checkpoint
         assert partial.is_file() and not list(out.glob("*.tmp*"))
