@@ -12,7 +12,12 @@ from fmn_assets.main import pipeline_job
 
 def main(parent_run_id: str) -> int:
     with dg.DagsterInstance.get() as instance:
-        result = dg.execute_job(dg.reconstructable(pipeline_job), instance=instance,
+        parent = instance.get_run_by_id(parent_run_id)
+        if parent is None:
+            raise SystemExit(f"no run {parent_run_id} on the instance at {instance.root_directory}")
+        # execute_job does not carry the parent's partition over by itself (the UI's re-execution does)
+        tags = {key: value for key, value in parent.tags.items() if key == "dagster/partition"}
+        result = dg.execute_job(dg.reconstructable(pipeline_job), instance=instance, tags=tags,
                                 reexecution_options=dg.ReexecutionOptions.from_failure(parent_run_id, instance))
         print(result.run_id)
         return 0 if result.success else 1
