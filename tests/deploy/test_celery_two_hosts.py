@@ -178,7 +178,7 @@ def test_a_worker_killed_in_training_fails_the_step_clearly_and_the_retry_resume
         config = tiny_config(cluster.folder, stage1_epochs=40, batch_size=8)
         env = cluster.env
         command = cluster.hosts.command(cluster.hosts.a, [sys.executable, "-m", "fmn_assets.main", "--config",
-                                                           str(config), "--select", "grn_checkpoint"])
+                                                           str(config), "--select", "+grn_checkpoint"])
         main = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
         partial = out / "grn.partial.pt"
