@@ -373,7 +373,9 @@ def test_dockerfile_installs_python_311_from_the_locks():
     instructions = " ".join(line for line in dockerfile.replace("\\\n", " ").splitlines()
                             if line.strip() and not line.lstrip().startswith("#"))
     (base,) = re.findall(r"^FROM\s+(\S+)", dockerfile, flags=re.M)
-    assert base.startswith("python:3.11-"), base  # the CPython requirements.lock is resolved for
+    assert base == "${BASE_IMAGE}", base  # a build argument, defaulting to the CPython requirements.lock is for
+    (default,) = re.findall(r"^ARG\s+BASE_IMAGE=(\S+)", dockerfile, flags=re.M)
+    assert default.startswith("python:3.11-"), default
     assert "pip install --require-hashes --no-deps -r /tmp/locks/requirements.lock" in instructions
     assert "pip install --require-hashes --no-deps -r /tmp/locks/requirements-k8s.lock" in instructions
     assert "pip install --no-deps --no-build-isolation -e ." in instructions  # as run.py installs the project
