@@ -102,8 +102,8 @@ def test_a_step_runs_in_the_container_on_the_mounted_workspace(built, tmp_path):
                           env={"FMN_PROJECT_DIR": "/workspace", "DAGSTER_HOME": "/workspace/.dagster_home"})
     output = result.stdout + result.stderr
     assert "RUN_SUCCESS" in output, output[-3000:]
-    # written on the host's folder, through the mount: the split table, its DVC pointer and the generated data
+    # written on the host's folder, through the mount: the split table, its DVC pointer and the generated JPEGs
     paths = ProjectPaths(project_dir=str(project))
     assert paths.splits("synthetic").is_file()
-    assert (project / "data" / "synthetic").is_dir() and any((project / "data" / "synthetic").rglob("*.png"))
+    assert (project / "data" / "synthetic").is_dir() and any((project / "data" / "synthetic").rglob("*.jpg"))
     assert "ASSET_CHECK_EVALUATION" in output and "STEP_FAILURE" not in output
