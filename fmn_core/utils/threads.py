@@ -1,0 +1,89 @@
+"""How many CPU threads training and extraction use: the cores that are actually free.
+
+torch starts one OpenMP thread per core and every parallel region waits for its slowest
+thread, so on a machine where another program keeps a core busy, the thread that shares
+that core holds all the others back (measured in ``bench/busy_machine.py``). ``FMN_THREADS``
+decides:
+
+* unset or ``auto`` (the default): as many threads as cores were idle over a short sample
+  taken before the work starts (at least one; all of them on an idle machine, which is
+  torch's own choice there, so results on an idle machine are unchanged);
+* a number: exactly that many threads;
+* ``off``: leave torch's setting alone (``torch.set_num_threads`` or ``OMP_NUM_THREADS``
+  made by the caller win).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from fmn_core.utils.errors import FMNInputError
+
+ENV = "FMN_THREADS"
+#: seconds of /proc/stat sampling that decide how many cores are free
+SAMPLE_SECONDS = 0.25
+#: a core counts as free when at least this fraction of it was idle over the sample
+FREE_FRACTION = 0.6
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _idle_jiffies(stat: Path, cpus: set[int]) -> tuple[int, int] | None:
+    idle = total = 0
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        name, *fields = line.split()
+        if not name.startswith("cpu") or name == "cpu" or int(name[3:]) not in cpus:
+            continue
+        values = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+        idle += values[3] + values[4]
+        total += sum(values)
+    return idle, total
+
+
+def free_cores(sample_seconds: float = SAMPLE_SECONDS, stat: Path = Path("/proc/stat")) -> int:
+    """Cores of this process's affinity mask that other programs left idle over ``sample_seconds``."""
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except AttributeError:
+        return usable_cores()
+    before = _idle_jiffies(stat, cpus)
+    time.sleep(sample_seconds)
+    after = _idle_jiffies(stat, cpus)
+    if before is None or after is None or after[1] <= before[1]:
+        return len(cpus)
+    idle_fraction = (after[0] - before[0]) / (after[1] - before[1])  # of all the sampled cores together
+    idle_cores = idle_fraction * len(cpus)
+    return max(1, min(len(cpus), int(idle_cores + (1 - FREE_FRACTION))))
+
+
+def thread_setting(value: str | None = None) -> str:
+    """``FMN_THREADS`` checked: 'auto', 'off' or a positive whole number; anything else is an error."""
+    text = (os.environ.get(ENV, "auto") if value is None else value).strip().lower() or "auto"
+    if text in ("auto", "off") or (text.isdigit() and int(text) > 0):
+        return text
+    raise FMNInputError(f"{ENV}={text!r}: expected auto (the cores that are free), off (torch's own setting) or a "
+                        "number of threads such as 1")
+
+
+def configure_cpu_threads(value: str | None = None) -> int:
+    """Apply ``FMN_THREADS`` (or ``value``) to torch's intra-op threads; returns the number in use."""
+    setting = thread_setting(value)
+    if setting == "off":
+        return torch.get_num_threads()
+    threads = free_cores() if setting == "auto" else int(setting)
+    torch.set_num_threads(threads)
+    return threads
