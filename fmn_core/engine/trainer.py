@@ -46,6 +46,7 @@ from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.mixing import mask_diagnostics
 from fmn_core.utils.device import resolve_device
 from fmn_core.utils.errors import FMNInputError
+from fmn_core.utils.threads import configure_cpu_threads
 
 
 class TrainingDivergedError(FMNInputError, RuntimeError):
@@ -97,6 +98,8 @@ def _runtime(config: TrainConfig) -> _Runtime:
     amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     channels_last = prefers_channels_last(config.arch, device) if config.channels_last is None else config.channels_last
+    if device.type == "cpu":
+        log.info("training on the CPU with %d threads (FMN_THREADS)", configure_cpu_threads())
     return _Runtime(context, device, amp_dtype, channels_last)
 
 

@@ -1,16 +1,18 @@
-"""How many CPU threads training and extraction use: the cores that are actually free.
+"""How many CPU threads training uses: torch's choice, a fixed number, or the cores actually free.
 
 torch starts one OpenMP thread per core and every parallel region waits for its slowest
 thread, so on a machine where another program keeps a core busy, the thread that shares
-that core holds all the others back (measured in ``bench/busy_machine.py``). ``FMN_THREADS``
-decides:
+that core holds all the others back (measured in ``bench/busy_machine.py``: on a 2-core
+AMD EPYC, stage 1 fell from 133 to 46 images/s with one busy process; one thread ran 85).
+``FMN_THREADS`` decides:
 
-* unset or ``auto`` (the default): as many threads as cores were idle over a short sample
-  taken before the work starts (at least one; all of them on an idle machine, which is
-  torch's own choice there, so results on an idle machine are unchanged);
-* a number: exactly that many threads;
-* ``off``: leave torch's setting alone (``torch.set_num_threads`` or ``OMP_NUM_THREADS``
-  made by the caller win).
+* unset or ``off`` (the default): torch's own setting (``torch.set_num_threads`` or
+  ``OMP_NUM_THREADS`` made by the caller win). It stays the default because a thread count
+  that follows the machine's load would make two runs of one recipe differ in their
+  reduction order, and the project promises bit-identical reruns on one CPU;
+* ``auto``: as many threads as cores were idle over a short sample taken before training
+  starts (at least one);
+* a number: exactly that many threads.
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ def free_cores(sample_seconds: float = SAMPLE_SECONDS, stat: Path = Path("/proc/
 
 
 def thread_setting(value: str | None = None) -> str:
-    """``FMN_THREADS`` checked: 'auto', 'off' or a positive whole number; anything else is an error."""
-    text = (os.environ.get(ENV, "auto") if value is None else value).strip().lower() or "auto"
+    """``FMN_THREADS`` checked: 'off' (default), 'auto' or a positive whole number; anything else is an error."""
+    text = (os.environ.get(ENV, "off") if value is None else value).strip().lower() or "off"
     if text in ("auto", "off") or (text.isdigit() and int(text) > 0):
         return text
     raise FMNInputError(f"{ENV}={text!r}: expected auto (the cores that are free), off (torch's own setting) or a "
