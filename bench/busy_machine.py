@@ -9,10 +9,11 @@ OpenMP settings made through the environment take effect before torch loads, whi
 ``--competitors`` processes each keep one core busy (a pure-Python spin loop, the kind of
 load another program puts on a laptop). Settings:
 
-* ``torch default``: what torch picks alone (one OpenMP thread per core): the project's default.
+* ``fmn auto``: ``FMN_THREADS`` unset, the project's default: torch's count lowered to the cores found
+  idle before training (``fmn_core/utils/threads.py``).
+* ``torch default``: ``FMN_THREADS=off``, what torch picks alone (one OpenMP thread per core).
 * ``1 thread``: ``FMN_THREADS=1``.
-* ``passive wait``: torch's default threads, ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at a barrier).
-* ``fmn auto``: ``FMN_THREADS=auto``, the cores found idle before training (``fmn_core/utils/threads.py``).
+* ``passive wait``: torch's threads (``FMN_THREADS=off``), ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at a barrier).
 
 Prints a table (images/s and the ratio to the idle figure of the same setting, measured in this
 run) and writes JSON.
@@ -31,10 +32,10 @@ import time
 from pathlib import Path
 
 SETTINGS = {
-    "torch default": {},
+    "fmn auto": {},
+    "torch default": {"FMN_THREADS": "off"},
     "1 thread": {"FMN_THREADS": "1"},
-    "passive wait": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "fmn auto": {"FMN_THREADS": "auto"},
+    "passive wait": {"FMN_THREADS": "off", "OMP_WAIT_POLICY": "PASSIVE"},
 }
 
 CHILD = r"""
@@ -106,7 +107,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--competitors", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per row (the median is reported)")
+    parser.add_argument("--steps", type=int, default=16, help="timed steps per row (the median is reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, default=Path("bench/results/busy_machine.json"))

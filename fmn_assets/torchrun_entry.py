@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         # which host each rank ran on, and who wrote the checkpoint: the step's metadata shows both
         ranks = gather_objects({"rank": int(os.environ.get("RANK", "0")), "host": socket.gethostname(),
                                 "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
-                                "wrote_checkpoint": result.wrote_checkpoint}, init_distributed(config.device))
+                                "wrote_checkpoint": result.wrote_checkpoint, "threads": result.threads},
+                               init_distributed(config.device))
         print(f"rank {os.environ.get('RANK', '0')} on {socket.gethostname()}: "
               f"{'wrote' if result.wrote_checkpoint else 'did not write'} {result.checkpoint}", file=sys.stderr)
         if pipes is not None:

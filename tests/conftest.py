@@ -15,6 +15,9 @@ import pytest
 
 # No test may download weights; set in os.environ (not a fixture) so subprocesses the tests start inherit it.
 os.environ["FMN_OFFLINE"] = "1"
+# Tests that compare two trainings bit for bit need one thread count in both; the default (auto) follows the
+# machine's load, which the suite's own subprocesses change. tests/unit/test_threads.py tests the default.
+os.environ.setdefault("FMN_THREADS", "off")
 
 
 @pytest.fixture

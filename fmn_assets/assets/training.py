@@ -101,6 +101,7 @@ def _metadata(result: TrainResult, versioned) -> dict:
         "wall_seconds": round(result.wall_seconds, 1),
         "images_per_second": round(result.images_per_second, 1),
         "device": result.device,
+        **({"cpu_threads": result.threads} if result.threads else {}),
         "final_loss": float(final.get("loss", float("nan"))),
         "final_train_accuracy": float(final.get("acc", float("nan"))),
         "history": history_markdown(result.history),

@@ -78,6 +78,8 @@ class TrainResult:
     wrote_checkpoint: bool = False
     #: under torchrun, per rank: its host and whether it wrote the checkpoint (filled in by the launcher's entry point)
     ranks: list[dict] = field(default_factory=list)
+    #: CPU intra-op threads the stage trained with (FMN_THREADS); None on an accelerator
+    threads: int | None = None
 
     @property
     def final(self) -> dict:
@@ -90,6 +92,8 @@ class _Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None
     channels_last: bool
+    #: CPU intra-op threads (FMN_THREADS); None on an accelerator
+    threads: int | None = None
 
 
 def _runtime(config: TrainConfig) -> _Runtime:
@@ -98,9 +102,12 @@ def _runtime(config: TrainConfig) -> _Runtime:
     amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     channels_last = prefers_channels_last(config.arch, device) if config.channels_last is None else config.channels_last
+    threads = None
     if device.type == "cpu":
-        log.info("training on the CPU with %d threads (FMN_THREADS)", configure_cpu_threads())
-    return _Runtime(context, device, amp_dtype, channels_last)
+        threads = configure_cpu_threads()
+        log.info("training on the CPU with %d threads (FMN_THREADS; runs are bit-identical only at one count)",
+                 threads)
+    return _Runtime(context, device, amp_dtype, channels_last, threads)
 
 
 def _train_split(table: pd.DataFrame) -> tuple[list[str], list[int], dict[int, int], str]:
@@ -260,7 +267,7 @@ def _run_stage(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, ta
                        wall_seconds=time.perf_counter() - start_wall,
                        images_per_second=trained_images / trained_seconds if trained_seconds else 0.0,
                        resumed_from_epoch=start_epoch, device=str(device), diagnostics=diagnostics or {},
-                       wrote_checkpoint=wrote)
+                       wrote_checkpoint=wrote, threads=runtime.threads)
 
 
 def _parameter_groups(model: FeatureMaskNetwork, lr: float, config: TrainConfig) -> list[dict]:

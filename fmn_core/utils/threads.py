@@ -6,14 +6,18 @@ that core holds all the others back (measured in ``bench/busy_machine.py``: on a
 AMD EPYC, stage 1 fell from 133 to 46 images/s with one busy process; one thread ran 85).
 ``FMN_THREADS`` decides:
 
-* unset or ``off`` (the default): torch's own setting (``torch.set_num_threads`` or
-  ``OMP_NUM_THREADS`` made by the caller win). It stays the default because a thread count
-  that follows the machine's load would make two runs of one recipe differ in their
-  reduction order (1 vs 2 threads: 247 of 543 tensors differ after three stage-1 steps), and the project
-  promises bit-identical reruns on one CPU;
-* ``auto``: as many threads as cores were idle over a short sample taken before training
-  starts (at least one);
+* unset or ``auto`` (the default): torch's own count, lowered to the cores found idle over a
+  short sample taken before training starts (at least one). On an idle machine that is
+  torch's choice, so an idle machine trains exactly as before; a lower ``OMP_NUM_THREADS``
+  (torchrun sets 1 for several processes per host) is kept;
+* ``off``: torch's own setting, whatever the load (``torch.set_num_threads`` or
+  ``OMP_NUM_THREADS`` made by the caller win);
 * a number: exactly that many threads.
+
+The thread count changes the floating-point reduction order (1 vs 2 threads: 247 of 543
+state tensors differ after three stage-1 steps), so two runs are bit-identical only at the
+same count. A run records its count (``TrainResult.threads``, the checkpoint asset's metadata);
+pin it (``FMN_THREADS=2``) where reruns must match whatever the machine is doing.
 """
 
 from __future__ import annotations
@@ -74,8 +78,8 @@ def free_cores(sample_seconds: float = SAMPLE_SECONDS, stat: Path = Path("/proc/
 
 
 def thread_setting(value: str | None = None) -> str:
-    """``FMN_THREADS`` checked: 'off' (default), 'auto' or a positive whole number; anything else is an error."""
-    text = (os.environ.get(ENV, "off") if value is None else value).strip().lower() or "off"
+    """``FMN_THREADS`` checked: 'auto' (default), 'off' or a positive whole number; anything else is an error."""
+    text = (os.environ.get(ENV, "auto") if value is None else value).strip().lower() or "auto"
     if text in ("auto", "off") or (text.isdigit() and int(text) > 0):
         return text
     raise FMNInputError(f"{ENV}={text!r}: expected auto (the cores that are free), off (torch's own setting) or a "
@@ -87,6 +91,6 @@ def configure_cpu_threads(value: str | None = None) -> int:
     setting = thread_setting(value)
     if setting == "off":
         return torch.get_num_threads()
-    threads = free_cores() if setting == "auto" else int(setting)
+    threads = min(torch.get_num_threads(), free_cores()) if setting == "auto" else int(setting)
     torch.set_num_threads(threads)
     return threads

@@ -26,7 +26,7 @@ def _stat(path: Path, idle_by_cpu: dict[int, int], busy_by_cpu: dict[int, int]) 
     path.write_text("\n".join(lines) + "\nintr 1 2 3\n")
 
 
-@pytest.mark.parametrize("value, expected", [(None, "off"), ("", "off"), (" Auto ", "auto"), ("off", "off"),
+@pytest.mark.parametrize("value, expected", [(None, "auto"), ("", "auto"), (" Auto ", "auto"), ("OFF", "off"),
                                              ("3", "3")])
 def test_the_setting_is_read_and_normalised(monkeypatch, value, expected):
     monkeypatch.delenv(threads.ENV, raising=False)
@@ -83,3 +83,23 @@ def test_training_on_the_cpu_applies_the_setting(monkeypatch):
     monkeypatch.setenv(threads.ENV, "none")
     with pytest.raises(FMNInputError, match="FMN_THREADS='none'"):
         _runtime(preset("cpu", device="cpu"))
+
+
+def test_auto_is_the_default_and_lowers_torch_threads_to_the_free_cores(monkeypatch):
+    from fmn_core.engine import preset
+    from fmn_core.engine.trainer import _runtime
+
+    monkeypatch.delenv(threads.ENV, raising=False)
+    torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "free_cores", lambda: 1)  # another program holds one of the two cores
+    assert _runtime(preset("cpu", device="cpu")).threads == 1 and torch.get_num_threads() == 1
+    torch.set_num_threads(2)
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)  # idle: torch's own count, as before
+    assert _runtime(preset("cpu", device="cpu")).threads == 2
+
+
+def test_auto_never_raises_a_count_the_caller_lowered(monkeypatch):
+    """torchrun sets OMP_NUM_THREADS=1 for several processes on one host; auto must not undo it."""
+    torch.set_num_threads(1)
+    monkeypatch.setattr(threads, "free_cores", lambda: 2)
+    assert threads.configure_cpu_threads("auto") == 1 and torch.get_num_threads() == 1
