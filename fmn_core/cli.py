@@ -134,7 +134,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output(args.json, list(args.descriptors), "metrics file")
-    table = DescriptorTable.concat([DescriptorTable.load(path) for path in args.descriptors])
+    table = DescriptorTable.concat([DescriptorTable.load(path) for path in args.descriptors],
+                                   allow_mixed_datasets=args.allow_mixed_datasets)
     if not 0 <= args.lambda_value <= 1:
         raise FMNInputError(f"--lambda {args.lambda_value}: expected a weight between 0 and 1")
     if args.k2 > args.k1:
@@ -158,6 +159,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from fmn_core.export import export_onnx, parity_images
 
+    if args.out.suffix.lower() != ".onnx":  # fmn search picks its loader by extension: .pt means a checkpoint
+        raise FMNInputError(f"--out {args.out}: fmn export writes an ONNX model; give a name ending in .onnx "
+                            f"(e.g. {args.out.with_suffix('.onnx')}), since fmn search reads .pt files as checkpoints")
     check_output(args.out, [args.checkpoint, args.splits], "ONNX model")
     images = parity_images(_load_table(args)) if (args.splits or args.dataset) else None
     result = export_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_batch=args.dynamic_batch,
@@ -185,6 +189,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.csv:
         check_output(args.csv, inputs, "CSV file")
     gallery = Gallery.load(args.gallery, args.kind, root=args.root)
+    print(f"gallery: {gallery.splits} images from {args.gallery}", file=sys.stderr)
     results = search(args.model, gallery, args.queries, top_k=args.top_k, rerank=args.rerank, kind=args.kind)
     with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 80):
         for query, rows in results.groupby("query", sort=False):
@@ -327,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
                           help="weight of the original distance (0.3)")
     evaluate.add_argument("--json", type=Path, help="also write the metrics here")
+    evaluate.add_argument("--allow-mixed-datasets", action="store_true",
+                          help="score tables from different split tables or image roots together (refused by "
+                               "default: equal pid numbers of two datasets are not the same people)")
     evaluate.set_defaults(func=_evaluate)
 
     export = commands.add_parser("export", help="the descriptor model as ONNX, checked against PyTorch first")
@@ -363,8 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one 'warning:' line, like the errors, without the library's source line."""
+    print(f"warning: {message}", file=file or sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import warnings
+
+    with warnings.catch_warnings():  # restored on return: a caller's own warning display stays as it was
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except (DatasetError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:

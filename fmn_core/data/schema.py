@@ -99,6 +99,23 @@ def num_train_identities(frame: pd.DataFrame) -> int:
     return int(frame.loc[frame["split"] == "train", "pid"].nunique())
 
 
+def split_table_fingerprint(frame: pd.DataFrame) -> str:
+    """One hash of a split table's rows (path under its image root, pid, camid, split), order-free.
+
+    Descriptor tables record it, so an evaluation can tell a query table and a gallery table of one
+    split table from two tables of different datasets or splits, where equal pid numbers are not
+    the same people.
+    """
+    import hashlib
+
+    root = frame.attrs.get(IMAGE_ROOT_ATTR) or common_image_root(frame["path"].tolist())
+    names = relative_image_paths(frame["path"].tolist(), root)
+    rows = sorted(f"{n}\t{p}\t{c}\t{s}" for n, p, c, s in zip(names, frame["pid"].astype(int),
+                                                                frame["camid"].astype(int), frame["split"],
+                                                                strict=True))
+    return hashlib.sha1("\n".join(rows).encode()).hexdigest()
+
+
 def common_image_root(paths: Sequence[str]) -> Path:
     """The deepest folder holding every image: the root a table without a recorded one is stored against."""
     if not len(paths):

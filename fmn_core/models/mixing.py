@@ -64,6 +64,10 @@ class MixingNetwork(nn.Module):
         if mask_cell < 1:
             raise FMNInputError(f"mask_cell must be at least 1, got {mask_cell}")
         self.mask_size = (int(mask_size[0]), int(mask_size[1]))
+        if mask_cell > 1 and mask_cell >= max(self.mask_size):
+            raise FMNInputError(f"mask_cell={mask_cell} covers the whole {self.mask_size[0]}x{self.mask_size[1]} mask "
+                                "of the masked layer: the MN would predict one value for every position, a constant "
+                                f"mask; choose a cell smaller than {max(self.mask_size)} (1: one value per position)")
         self.mean_one = bool(mean_one)
         #: the FC predicts one value per mask_cell x mask_cell block; the mask is upsampled to mask_size
         self.grid_size = (-(-self.mask_size[0] // mask_cell), -(-self.mask_size[1] // mask_cell))

@@ -45,6 +45,7 @@ from fmn_core.data.schema import (
     require_integers,
     require_values,
     resolve_image_root,
+    split_table_fingerprint,
 )
 from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint, weights_fingerprint
 from fmn_core.models import FeatureMaskNetwork
@@ -57,6 +58,7 @@ from fmn_core.utils.parquet import read_parquet
 
 DESCRIPTOR_KINDS: tuple[str, ...] = ("grn", "lan", "fmn")
 MODEL_HASH_KEY = b"fmn.model_hash"
+SPLITS_KEY = b"fmn.splits_fingerprint"
 META_COLUMNS: tuple[str, ...] = ("path", "pid", "camid", "split")
 META_TYPES = {"path": "string", "pid": "int64", "camid": "int64", "split": "string"}
 
@@ -68,6 +70,9 @@ class DescriptorTable:
     ``image_root``: the folder the images lie under; saved tables store paths relative to it.
     ``model_hash``: :func:`~fmn_core.engine.checkpoint.weights_fingerprint` of the network that
     made the descriptors, so a search can refuse to mix descriptors of two models.
+    ``splits_fingerprint``: :func:`~fmn_core.data.schema.split_table_fingerprint` of the split table
+    the rows came from, so an evaluation can refuse a query and a gallery of two datasets.
+    ``source``: the file it was loaded from, for messages.
     """
 
     meta: pd.DataFrame
@@ -75,6 +80,8 @@ class DescriptorTable:
     alpha: float = 0.5
     image_root: Path | None = None
     model_hash: str | None = None
+    splits_fingerprint: str | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         self.meta = self.meta[list(META_COLUMNS)].astype(META_TYPES).reset_index(drop=True)
@@ -90,13 +97,24 @@ class DescriptorTable:
         mask = (self.meta["split"] == split).to_numpy()
         return DescriptorTable(self.meta[mask].reset_index(drop=True),
                                {k: v[mask] for k, v in self.features.items()}, self.alpha, self.image_root,
-                               self.model_hash)
+                               self.model_hash, self.splits_fingerprint, self.source)
+
+    def describe(self) -> str:
+        """Which file and which splits, for messages: 'query.parquet (58 query)'."""
+        counts = self.meta["split"].value_counts()
+        return f"{self.source or 'a descriptor table'} ({', '.join(f'{n} {s}' for s, n in counts.items())})"
 
     @classmethod
-    def concat(cls, tables: Sequence[DescriptorTable]) -> DescriptorTable:
-        """One table from several (the query and gallery tables the pipeline writes separately)."""
+    def concat(cls, tables: Sequence[DescriptorTable], allow_mixed_datasets: bool = False) -> DescriptorTable:
+        """One table from several (the query and gallery tables the pipeline writes separately).
+
+        Tables of two datasets, or of two split tables, are refused unless ``allow_mixed_datasets``:
+        their pid numbers would be scored as the same people.
+        """
         if not tables:
             raise FMNInputError("no descriptor table to concatenate")
+        if not allow_mixed_datasets:
+            _refuse_mixed_datasets(tables)
         kinds = [sorted(t.features) for t in tables]
         if any(k != kinds[0] for k in kinds) or any(t.alpha != tables[0].alpha for t in tables):
             raise FMNInputError(f"descriptor tables differ in kinds or alpha: {kinds}, {[t.alpha for t in tables]}")
@@ -110,9 +128,11 @@ class DescriptorTable:
         if len(twice):  # a table given twice, or rows repeated: every metric would count them twice
             raise FMNInputError(f"{len(twice)} image(s) appear twice in the same split, e.g. {twice.path.iloc[0]} "
                                 f"({twice.split.iloc[0]}); give each descriptor table once")
+        splits = {t.splits_fingerprint for t in tables}
         return cls(meta,
                    {k: np.concatenate([t.features[k] for t in tables]) for k in kinds[0]}, tables[0].alpha,
-                   roots.pop() if len(roots) == 1 else None, hashes.pop() if hashes else None)
+                   roots.pop() if len(roots) == 1 else None, hashes.pop() if hashes else None,
+                   splits.pop() if len(splits) == 1 else None)
 
     def save(self, path: str | Path, root: str | Path | None = None) -> Path:
         """Parquet, written atomically; alpha and the image root go into the schema metadata.
@@ -130,6 +150,8 @@ class DescriptorTable:
         metadata = {b"fmn.alpha": str(self.alpha).encode(), **image_root_metadata(root, path)}
         if self.model_hash:
             metadata[MODEL_HASH_KEY] = self.model_hash.encode()
+        if self.splits_fingerprint:
+            metadata[SPLITS_KEY] = self.splits_fingerprint.encode()
         table = pa.table(columns).replace_schema_metadata(metadata)
         with atomic_write_path(path) as tmp:
             pq.write_table(table, tmp)
@@ -182,14 +204,15 @@ class DescriptorTable:
                 if column.null_count:
                     raise FMNInputError(f"{path}: column {kind!r} has {column.null_count} empty row(s)")
                 width = column.type.list_size
-                features[kind] = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
+                # Arrow's buffers are read-only; a writable copy keeps torch.from_numpy downstream quiet and safe
+                features[kind] = np.array(column.flatten().to_numpy(zero_copy_only=False).reshape(-1, width))
         if not features:
             raise FMNInputError(f"{path} holds no descriptor column ({', '.join(DESCRIPTOR_KINDS)}): it is not a "
                                 "descriptor table (a split table? run fmn extract on it first)")
         metadata = table.schema.metadata or {}
         try:
             alpha = float(metadata.get(b"fmn.alpha", b"0.5"))
-            for key in (IMAGE_ROOT_KEY, MODEL_HASH_KEY):
+            for key in (IMAGE_ROOT_KEY, MODEL_HASH_KEY, SPLITS_KEY):
                 metadata.get(key, b"").decode()
         except (ValueError, UnicodeDecodeError) as exc:
             raise FMNInputError(f"{path}: its fmn.* schema metadata is damaged ({exc}); write the table again with "
@@ -204,7 +227,23 @@ class DescriptorTable:
             prefix = str(base).rstrip(os.sep) + os.sep
             meta["path"] = [prefix + name for name in relative]
         model_hash = metadata.get(MODEL_HASH_KEY, b"").decode() or None
-        return cls(meta, features, alpha, base, model_hash)
+        splits = metadata.get(SPLITS_KEY, b"").decode() or None
+        return cls(meta, features, alpha, base, model_hash, splits, str(path))
+
+
+def _refuse_mixed_datasets(tables: Sequence[DescriptorTable]) -> None:
+    """Stop when the tables record different split tables or image roots, naming both."""
+    for attribute, what in (("splits_fingerprint", "split tables"), ("image_root", "image roots")):
+        known = [t for t in tables if getattr(t, attribute) is not None]
+        other = next((t for t in known if getattr(t, attribute) != getattr(known[0], attribute)), None)
+        if other is not None:
+            first = known[0]
+            raise FMNInputError(
+                f"the descriptor tables come from different {what}: {first.describe()} from "
+                f"{getattr(first, attribute)} and {other.describe()} from {getattr(other, attribute)}. Their pid "
+                "numbers are not the same people, so the scores would mean nothing. Extract the query and gallery "
+                "from one split table (fmn extract --splits ...), or pass --allow-mixed-datasets if the tables "
+                "really share their identities")
 
 
 def _features(model: FeatureMaskNetwork, images: torch.Tensor, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,7 +303,7 @@ def extract_descriptors(checkpoint: str | Path | FeatureMaskNetwork, table: pd.D
     features = {kind: value.numpy() for kind, value in descriptors_from_features(g, l, alpha).items()}
     root = table.attrs.get(IMAGE_ROOT_ATTR)
     descriptors = DescriptorTable(rows[list(META_COLUMNS)].copy(), features, alpha, Path(root) if root else None,
-                                  loaded.model_hash)
+                                  loaded.model_hash, split_table_fingerprint(table))
     counts = descriptors.degenerate_rows()
     if any(c["zero"] or c["non_finite"] for c in counts.values()):
         warnings.warn(f"degenerate descriptors (all-zero or non-finite rows per kind): {counts}; e.g. "

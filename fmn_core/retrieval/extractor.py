@@ -14,6 +14,7 @@ network the same numbers.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,18 +38,39 @@ class ImageReadError(FMNInputError):
     """An input image cannot be read or has the wrong shape."""
 
 
+#: an input side below this many pixels, or an aspect ratio this many times off the model's, gets a note
+SMALLEST_SIDE, ASPECT_FACTOR = 16, 4.0
+
+
+def note_odd_size(name: str, width: int, height: int, size: tuple[int, int]) -> None:
+    """Warn when an image is far too small, or far from the model's shape, for its descriptor to mean much.
+
+    It is still ranked (a user may want to see what happens), but never without a word.
+    """
+    model_ratio = size[0] / size[1]
+    ratio = height / max(width, 1)
+    off = max(ratio / model_ratio, model_ratio / ratio)
+    if min(width, height) < SMALLEST_SIDE or off > ASPECT_FACTOR:
+        warnings.warn(f"{name} is {width}x{height} pixels; the model sees {size[1]}x{size[0]} person crops, so it "
+                      f"is {'tiny' if min(width, height) < SMALLEST_SIDE else f'{off:.0f}x off their shape'} and its "
+                      "ranking says little (is it a person crop?)", stacklevel=3)
+
+
 def image_to_uint8(item: ImageLike, size: tuple[int, int]) -> torch.Tensor:
     """One image as RGB uint8 ``(3, H, W)`` at ``size``: a path, an HxWx3 array or a PIL image."""
     if isinstance(item, (str, Path)):
-        try:
+        try:  # missing, truncated, not an image, or a header claiming a decompression bomb: one message
+            with Image.open(item) as header:  # the header alone: the size, before decoding
+                note_odd_size(str(item), *header.size, size)
             return torch.from_numpy(decode_image(item, size))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:  # missing, truncated, not an image
+        except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
             raise ImageReadError(f"cannot read image {item}: {type(exc).__name__}: {exc}") from exc
     if isinstance(item, Image.Image):
         item = np.asarray(to_rgb(item))
     array = np.asarray(item)
     if array.ndim != 3 or array.shape[2] != 3:
         raise ImageReadError(f"expected an image path, a PIL image or an HxWx3 array, got shape {array.shape}")
+    note_odd_size(f"an image of shape {array.shape}", array.shape[1], array.shape[0], size)
     tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))).unsqueeze(0).float()
     resized = F.interpolate(tensor, size=size, mode="bilinear", align_corners=False)
     return resized.round().clamp(0, 255).to(torch.uint8)[0]

@@ -35,6 +35,10 @@ class GalleryError(FMNInputError):
     """The gallery table cannot be searched with this model."""
 
 
+class GalleryWarning(UserWarning):
+    """The gallery can be searched, but is probably not what the user meant (another split)."""
+
+
 @dataclass
 class Gallery:
     """Gallery rows of a descriptor table, held ready for ranking one descriptor kind."""
@@ -52,6 +56,11 @@ class Gallery:
         table = source if isinstance(source, DescriptorTable) else DescriptorTable.load(source, root=root)
         if (table.meta["split"] == "gallery").any():
             table = table.subset("gallery")
+        elif len(table):  # searching another split is allowed (a query set against itself), never silently
+            held = ", ".join(f"{n} {s}" for s, n in table.meta["split"].value_counts().items())
+            warnings.warn(f"gallery {name} holds no gallery-split rows ({held}): the search ranks those images, "
+                          "not a gallery. Give the table fmn extract wrote for the gallery split (the pipeline's "
+                          "gallery_descriptors.parquet)", GalleryWarning, stacklevel=2)
         if len(table) == 0:
             raise GalleryError(f"gallery {name} is empty: it has no row to search")
         if kind not in table.features:
@@ -64,6 +73,11 @@ class Gallery:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    @property
+    def splits(self) -> str:
+        """What the gallery holds, for the CLI's summary line: '116 gallery'."""
+        return ", ".join(f"{n} {s}" for s, n in self.table.meta["split"].value_counts().items())
 
     @property
     def width(self) -> int:

@@ -243,6 +243,77 @@ def _descriptor_table(folder: Path, name: str = "d.parquet") -> Path:
     return DescriptorTable(rows, features).save(folder / name)
 
 
+def _dataset_descriptors(folder: Path, name: str, splits: tuple[str, ...]) -> Path:
+    """A descriptor table of one dataset (its own manifest under ``folder/name``), as fmn extract records it."""
+    from fmn_core.data.schema import split_table_fingerprint
+    from fmn_core.retrieval import DescriptorTable
+
+    table = read_dataset("custom", manifest(folder / name, [])).table
+    rows = table[table.split.isin(splits)].reset_index(drop=True)
+    rng = np.random.default_rng(len(name))
+    features = {kind: rng.normal(size=(len(rows), 8)).astype(np.float32) for kind in ("grn", "lan", "fmn")}
+    fingerprint = split_table_fingerprint(table)
+    return DescriptorTable(rows[["path", "pid", "camid", "split"]], features,
+                           splits_fingerprint=fingerprint).save(folder / f"{name}_{splits[0]}.parquet")
+
+
+def _cross_dataset_evaluation(folder: Path) -> str:
+    query = _dataset_descriptors(folder, "market", ("query",))
+    gallery = _dataset_descriptors(folder, "duke", ("gallery",))
+    return _cli("evaluate", str(query), str(gallery))(folder)
+
+
+def _query_split_as_gallery(folder: Path) -> str:
+    queries = _dataset_descriptors(folder, "market", ("query",))
+    return _cli("search", "--gallery", str(queries), "--model", "{folder}/fmn.pt", "{folder}/market/imgs/a.jpg")(folder)
+
+
+def _second_training_into_one_out(folder: Path) -> str:
+    from fmn_core.engine.out_lock import training_output
+
+    splits = _split_table(folder)
+    with training_output(folder / "run", stage=1):  # the first training, still running
+        return _cli("train-stage1", "--splits", str(splits), "--set", "pretrained=none", "--set", "device=cpu",
+                    "--out", "{folder}/run")(folder)
+
+
+def _write_under_a_file_size_limit(folder: Path) -> str:
+    """A descriptor table written over an earlier one with `ulimit -f` too small for it (a full disk)."""
+    import subprocess
+    import sys
+
+    earlier = folder / "results" / "d.parquet"
+    earlier.parent.mkdir()
+    _descriptor_table(folder, "small.parquet")
+    earlier.write_bytes((folder / "small.parquet").read_bytes())
+    script = (
+        "import resource, sys, numpy as np, pandas as pd\n"
+        "from fmn_core.retrieval import DescriptorTable\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, resource.RLIM_INFINITY))\n"
+        f"rows = pd.DataFrame({{'path': ['{folder}/imgs/a.jpg'] * 2000, 'pid': 1, 'camid': 0, 'split': 'gallery'}})\n"
+        "try:\n"
+        "    matrix = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32)\n"
+        "    DescriptorTable(rows, {'fmn': matrix}).save(sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", script, str(earlier)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    leftovers = [p.name for p in earlier.parent.iterdir() if p.name.endswith(".tmp")]
+    assert not leftovers and "at most 20.0 KB (ulimit -f)" in out.stdout and "d.parquet is kept" in out.stdout, out
+    assert earlier.read_bytes() == (folder / "small.parquet").read_bytes()  # the earlier table, untouched
+    return out.stdout + out.stderr
+
+
+def _fp16_on_cpu(folder: Path) -> str:
+    return _cli("train-stage1", "--splits", str(_split_table(folder)), "--set", "pretrained=none", "--set",
+                "device=cpu", "--set", "amp=fp16", "--out", "{folder}/run")(folder)
+
+
+def _mask_cell_larger_than_the_mask(folder: Path) -> str:
+    return _cli("train-stage1", "--splits", str(_split_table(folder)), "--set", "pretrained=none", "--set",
+                "device=cpu", "--set", "mask_cell=1000", "--out", "{folder}/run")(folder)
+
+
 def _list_column_descriptors(folder: Path) -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -446,6 +517,17 @@ CASES = [
         "{folder}/d.parquet")(f))[1], "is a folder; give the checkpoint file"),
     Case("a checkpoint with fmn's tag but a malformed body", _malformed_checkpoint,
          "is malformed: config is NoneType, expected dict"),
+    Case("evaluate a query and a gallery of two datasets", _cross_dataset_evaluation,
+         "the descriptor tables come from different image roots"),
+    Case("search with the query split as the gallery", _query_split_as_gallery,
+         "holds no gallery-split rows (1 query)"),
+    Case("a second training into the same --out", _second_training_into_one_out, "is in use by another training: pid"),
+    Case("a write that runs out of room names the file", _write_under_a_file_size_limit,
+         "/results/d.parquet: the write failed"),
+    Case("--set amp=fp16 on the CPU", _fp16_on_cpu, "amp=fp16 on the CPU"),
+    Case("--set mask_cell=1000, larger than the mask", _mask_cell_larger_than_the_mask, "covers the whole"),
+    Case("export --out model.pt", _cli("export", "{folder}/fmn.pt", "--out", "{folder}/model.pt"),
+         "give a name ending in .onnx"),
     Case("--set seed beyond 64 bits", _cli("train-stage1", "--splits", "x.parquet", "--set",
                                            "seed=99999999999999999999", "--out", "{folder}/run"),
          "must lie in 0..2**63-1"),

@@ -118,12 +118,13 @@ def _existing_dataset(root: Path, config: SyntheticConfig, overwrite: bool) -> d
     if METADATA_NAME not in entries:
         raise SyntheticRootError(
             f"{root} already holds files ({', '.join(sorted(entries)[:5])}) but no {METADATA_NAME}, so it is not a "
-            "dataset this generator produced; refusing to touch it even with overwrite=True. Choose another root.")
+            "dataset this generator produced; refusing to touch it even with --overwrite (overwrite=True). "
+            "Choose another root.")
     unexpected = entries - set(SPLIT_FOLDERS.values()) - {METADATA_NAME}
     if unexpected:
         raise SyntheticRootError(
             f"{root} holds a synthetic dataset plus files this generator did not write "
-            f"({', '.join(sorted(unexpected)[:5])}); refusing to replace it even with overwrite=True. "
+            f"({', '.join(sorted(unexpected)[:5])}); refusing to replace it even with --overwrite (overwrite=True). "
             "Move those files away or choose another root.")
     try:
         meta = read_metadata(root)
@@ -142,8 +143,8 @@ def _existing_dataset(root: Path, config: SyntheticConfig, overwrite: bool) -> d
         return None
     reason = "; ".join(differences) if differences else "its files do not match the counts in synthetic.json"
     raise SyntheticRootError(
-        f"{root} holds a different or incomplete synthetic dataset ({reason}); pass overwrite=True to replace it "
-        "or choose another root")
+        f"{root} holds a different or incomplete synthetic dataset ({reason}); pass --overwrite "
+        "(overwrite=True in Python) to replace it or choose another root")
 
 
 def generate_synthetic(root: str | Path, config: SyntheticConfig | str = "tiny", workers: int = 1,
