@@ -93,3 +93,39 @@ def test_tiny_and_wildly_shaped_images_get_a_note(width, height, noted):
         warnings.simplefilter("always")
         note_odd_size("x.jpg", width, height, (128, 64))
     assert bool(caught) == noted, [str(w.message) for w in caught]
+
+
+SAVE_UNDER_A_LIMIT = r"""
+import resource, sys
+from fmn_core.engine import preset
+from fmn_core.engine.checkpoint import build_model, save_checkpoint
+config = preset("cpu", pretrained="none")
+model = build_model(config, 4)
+if sys.argv[2] == "onnx":  # a finished stage-2 checkpoint, written before the limit
+    save_checkpoint(sys.argv[1] + ".pt", model=model, config=config, stage=2, epoch=1, complete=True,
+                    label_map={i: i for i in range(4)})
+resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, resource.RLIM_INFINITY))
+try:
+    if sys.argv[2] == "onnx":
+        from fmn_core.export import export_onnx
+        export_onnx(sys.argv[1] + ".pt", sys.argv[1])
+    else:
+        save_checkpoint(sys.argv[1], model=model, config=config, stage=1, epoch=1, complete=True,
+                        label_map={i: i for i in range(4)})
+except OSError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+@pytest.mark.parametrize("kind, name", [("checkpoint", "grn.pt"), ("onnx", "fmn.onnx")])
+def test_a_checkpoint_or_onnx_write_out_of_room_names_the_file_and_leaves_nothing(tmp_path, kind, name):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = tmp_path / name
+    out = subprocess.run([sys.executable, "-c", SAVE_UNDER_A_LIMIT, str(target), kind], capture_output=True,
+                         text=True, timeout=240, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.startswith("NoRoomToWriteError could not write " + str(target)), out.stdout + out.stderr
+    assert "at most 1.0 MB (ulimit -f)" in out.stdout and "no file was left" in out.stdout
+    assert not target.exists() and not list(tmp_path.glob("*.tmp"))
