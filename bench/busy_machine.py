@@ -24,12 +24,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.machine import cpu_model  # noqa: E402
 
 SETTINGS = {
     "fmn auto": {},
@@ -70,15 +74,6 @@ print(json.dumps({"threads": threads, "step_seconds": times}))
 """
 
 
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it (platform.processor() is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def start_competitors(count: int) -> list[subprocess.Popen]:

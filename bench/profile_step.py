@@ -24,7 +24,6 @@ import argparse
 import collections
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import cpu_model  # noqa: E402
 from fmn_core.data.loading import CachedBatches, ImageCache  # noqa: E402
 from fmn_core.engine import preset  # noqa: E402
 from fmn_core.engine.checkpoint import build_model  # noqa: E402
@@ -44,16 +44,6 @@ from fmn_core.losses import identity_loss, ranking_loss  # noqa: E402
 IDENTITIES = 485  # CUHK01's training identities in the project's split
 
 
-def cpu_model() -> str:
-    """The CPU's model name and family/model numbers (the marketing name alone hides the generation)."""
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or platform.machine()
-    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
 def conv_kind(weight_shape: list[int] | None) -> str:

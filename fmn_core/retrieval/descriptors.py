@@ -99,10 +99,13 @@ class DescriptorTable:
                                {k: v[mask] for k, v in self.features.items()}, self.alpha, self.image_root,
                                self.model_hash, self.splits_fingerprint, self.source)
 
+    def split_counts(self) -> str:
+        """The rows per split, in words: '58 query, 116 gallery'."""
+        return ", ".join(f"{n} {s}" for s, n in self.meta["split"].value_counts().items())
+
     def describe(self) -> str:
         """Which file and which splits, for messages: 'query.parquet (58 query)'."""
-        counts = self.meta["split"].value_counts()
-        return f"{self.source or 'a descriptor table'} ({', '.join(f'{n} {s}' for s, n in counts.items())})"
+        return f"{self.source or 'a descriptor table'} ({self.split_counts()})"
 
     @classmethod
     def concat(cls, tables: Sequence[DescriptorTable], allow_mixed_datasets: bool = False) -> DescriptorTable:

@@ -57,10 +57,9 @@ class Gallery:
         if (table.meta["split"] == "gallery").any():
             table = table.subset("gallery")
         elif len(table):  # searching another split is allowed (a query set against itself), never silently
-            held = ", ".join(f"{n} {s}" for s, n in table.meta["split"].value_counts().items())
-            warnings.warn(f"gallery {name} holds no gallery-split rows ({held}): the search ranks those images, "
-                          "not a gallery. Give the table fmn extract wrote for the gallery split (the pipeline's "
-                          "gallery_descriptors.parquet)", GalleryWarning, stacklevel=2)
+            warnings.warn(f"gallery {name} holds no gallery-split rows ({table.split_counts()}): the search ranks "
+                          "those images, not a gallery. Give the table fmn extract wrote for the gallery split (the "
+                          "pipeline's gallery_descriptors.parquet)", GalleryWarning, stacklevel=2)
         if len(table) == 0:
             raise GalleryError(f"gallery {name} is empty: it has no row to search")
         if kind not in table.features:
@@ -77,7 +76,7 @@ class Gallery:
     @property
     def splits(self) -> str:
         """What the gallery holds, for the CLI's summary line: '116 gallery'."""
-        return ", ".join(f"{n} {s}" for s, n in self.table.meta["split"].value_counts().items())
+        return self.table.split_counts()
 
     @property
     def width(self) -> int:
