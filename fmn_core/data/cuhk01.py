@@ -112,10 +112,24 @@ def read_cuhk01(root: str | Path, check_images: ImageCheck = "header", strict: b
                "kept", one_camera)
     if len(by_pid) < 2:
         raise DatasetError(f"cuhk01: {len(by_pid)} identities in {campus}; the protocol needs at least 2")
+    short = [f"identity {pid}: {len(images)} of {2 * IMAGES_PER_CAMERA} images"
+             for pid, images in sorted(by_pid.items()) if len(images) < 2 * IMAGES_PER_CAMERA]
+    report.add("incomplete_identity", "warning", f"identities with fewer than CUHK01's {2 * IMAGES_PER_CAMERA} "
+               "images; kept", short)
     train_pids, test_pids = split_identities(list(by_pid), split_id, min(num_test, len(by_pid) - 1))
+    incomplete = _incomplete_folder(campus, set(by_pid), split_id, len(train_pids), len(test_pids))
+    if incomplete:
+        missing = sorted(set(range(1, NUM_IDENTITIES + 1)) - set(by_pid))
+        report.add("incomplete_dataset", "warning", incomplete, [f"identity {pid} missing" for pid in missing],
+                   count=len(missing))
     if not 0 <= validation_identities < len(train_pids):
         raise FMNInputError(f"cuhk01: validation_identities={validation_identities}; expected 0 to "
                             f"{len(train_pids) - 1} (there are {len(train_pids)} training identities)")
+    if len(train_pids) - validation_identities < 2:  # even when not strict: no model trains on one identity
+        report.add("too_few_training_identities", "error", f"training needs at least 2 training identities and split "
+                   f"{split_id} leaves {len(train_pids) - validation_identities}; use the complete folder",
+                   [incomplete or f"cuhk01: {len(by_pid)} identities in {campus}"])
+        raise DatasetError(report)
     if validation_identities:
         evaluated = set(train_pids[-validation_identities:])
         train = set(train_pids[:-validation_identities])
@@ -127,6 +141,18 @@ def read_cuhk01(root: str | Path, check_images: ImageCheck = "header", strict: b
             split = "train" if pid in train else ("query" if camid == 0 else "gallery")
             rows.append({"path": str(path), "pid": pid, "camid": camid, "split": split, "filename": path.name})
     return assemble(rows, report, check_images, strict, image_root=campus)
+
+
+def _incomplete_folder(campus: Path, found: set[int], split_id: int, num_train: int, num_test: int) -> str:
+    """What a folder with fewer than CUHK01's identities means for the split, or '' when it holds them all."""
+    if len(found) >= NUM_IDENTITIES:
+        return ""
+    how = ("the fixed split takes identities by number, the last 486 found for testing" if split_id == 0 else
+           f"split {split_id} permutes the identities found")
+    return (f"cuhk01: {campus} is incomplete: {len(found)} of CUHK01's {NUM_IDENTITIES} identities "
+            f"({NUM_IDENTITIES - len(found)} missing); {how}, so this reads as {num_train} training and {num_test} "
+            f"test identities instead of {NUM_IDENTITIES - NUM_TEST_IDENTITIES} and {NUM_TEST_IDENTITIES}: results "
+            "are not comparable with the published protocol.")
 
 
 def official_counts() -> dict[str, int]:

@@ -15,6 +15,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,11 @@ from fmn_core.utils.errors import FMNInputError
 LOCK_NAME = ".training.lock"
 
 
-class TrainingInProgressError(FMNInputError):
+class TrainingOutputError(FMNInputError):
+    """The output folder cannot be held for a training (its lock file is not fmn's own)."""
+
+
+class TrainingInProgressError(TrainingOutputError):
     """Another training holds the output folder."""
 
 
@@ -37,10 +42,37 @@ def _holder(lock_path: Path) -> str:
         return "another process (its details are unreadable)"
 
 
+def _open_own_lock(lock_path: Path, out_dir: Path) -> int:
+    """A descriptor of ``lock_path`` that is fmn's own lock file: never a link, a device or a file linked elsewhere.
+
+    ``O_NOFOLLOW`` refuses a symbolic link (whose target may be any file of the user's) and ``O_NONBLOCK`` keeps a
+    FIFO from blocking the open; a regular file with a second hard link is refused too, because truncating it would
+    change that other name's content. Nothing is written before these checks pass.
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if lock_path.is_symlink():
+            raise TrainingOutputError(
+                f"--out {out_dir}: {LOCK_NAME} is a symbolic link (to {os.readlink(lock_path)}), not the lock file "
+                f"fmn writes; nothing was changed. Remove the link ({lock_path}) or give another --out folder") from None
+        raise TrainingOutputError(f"--out {out_dir}: cannot open the lock file {lock_path} ({exc.strerror}); give "
+                                  "another --out folder") from None
+    info = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(info.st_mode) else
+               f"has {info.st_nlink} hard links (another name shares its content)" if info.st_nlink > 1 else "")
+    if problem:
+        os.close(fd)
+        raise TrainingOutputError(f"--out {out_dir}: {LOCK_NAME} {problem}, so it is not the lock file fmn writes; "
+                                  f"nothing was changed. Remove {lock_path} or give another --out folder")
+    os.set_blocking(fd, True)
+    return fd
+
+
 def _acquire(lock_path: Path, out_dir: Path):
     """The open, locked lock file; retried when the holder removed the file between our open and lock."""
     while True:
-        handle = open(lock_path, "a+")  # noqa: SIM115 - held open for the whole training
+        handle = os.fdopen(_open_own_lock(lock_path, out_dir), "r+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -49,13 +81,17 @@ def _acquire(lock_path: Path, out_dir: Path):
             raise TrainingInProgressError(
                 f"--out {out_dir} is in use by another training: {holder}. Wait for it to finish, or give another "
                 "--out folder") from None
-        try:
-            same = os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
+        if _same_file(lock_path, handle):
             return handle
         handle.close()  # we locked a file the previous holder had already removed: lock the current one
+
+
+def _same_file(lock_path: Path, handle) -> bool:
+    """Whether ``lock_path`` still names the file ``handle`` has open (not a file put there since)."""
+    try:
+        return os.lstat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager
@@ -83,8 +119,9 @@ def training_output(out_dir: Path, stage: int, enabled: bool = True) -> Iterator
         yield out_dir
         succeeded = True
     finally:
-        with contextlib.suppress(OSError):
-            lock_path.unlink()
+        if _same_file(lock_path, handle):  # remove our own file only, never one that replaced it
+            with contextlib.suppress(OSError):
+                lock_path.unlink()
         handle.close()  # closing releases the lock
         if created and not succeeded:
             with contextlib.suppress(OSError):

@@ -21,6 +21,9 @@ from fmn_core.utils.errors import FMNInputError
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "configs"
 BASE_KEY = "base"
+RECIPE_PATH_HINT = "fmn_core/configs"
+#: What a recipe looks like, for the errors about files that are not one.
+RECIPE_EXAMPLE = "a YAML mapping of training options, e.g. 'base: cpu' and 'stage1_epochs: 12' on two lines"
 
 
 def recipe_names() -> list[str]:
@@ -33,9 +36,15 @@ def recipe_path(spec: str | Path, relative_to: Path | None = None) -> Path:
     text = str(spec)
     if text.endswith((".yaml", ".yml")):
         path = Path(text) if relative_to is None or Path(text).is_absolute() else relative_to / text
+        if path.is_dir():
+            raise FMNInputError(f"recipe {path} is a folder; give a recipe file ({RECIPE_EXAMPLE})")
         if not path.is_file():
-            raise FMNInputError(f"recipe file {path} does not exist")
+            raise FMNInputError(f"recipe file {path} does not exist" if not path.exists() else
+                                f"recipe {path} is not a regular file; give a recipe file ({RECIPE_EXAMPLE})")
         return path
+    if Path(text).is_dir():
+        raise FMNInputError(f"recipe {text} is a folder; give a recipe name ({', '.join(recipe_names())}) or a .yaml "
+                            f"file ({RECIPE_EXAMPLE})")
     packaged = RECIPES_DIR / f"{text}.yaml"
     if text and ".." not in Path(text).parts and packaged.is_file():
         return packaged
@@ -44,11 +53,22 @@ def recipe_path(spec: str | Path, relative_to: Path | None = None) -> Path:
 
 def _read(path: Path) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FMNInputError(f"recipe file {path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
+                            f"a recipe is {RECIPE_EXAMPLE}") from None
+    except OSError as exc:
+        raise FMNInputError(f"recipe file {path} cannot be read ({exc.strerror})") from None
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise FMNInputError(f"recipe file {path} is not valid YAML: {exc}") from None
+    if values is None:  # an empty file would silently train the dataclass defaults (ResNet-50, 30 + 45 epochs)
+        raise FMNInputError(f"recipe file {path} is empty; a recipe is {RECIPE_EXAMPLE} (the packaged recipes are "
+                            f"in {RECIPE_PATH_HINT})")
     if not isinstance(values, dict):
-        raise FMNInputError(f"recipe file {path}: expected a mapping of training options, got {type(values).__name__}")
+        raise FMNInputError(f"recipe file {path}: expected a mapping of training options, got {type(values).__name__}; "
+                            f"a recipe is {RECIPE_EXAMPLE}")
     return values
 
 

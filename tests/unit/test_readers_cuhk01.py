@@ -15,7 +15,7 @@ from fmn_assets.assets.data import dataset_splits
 from fmn_assets.resources import DVCResource, ProjectPaths
 from fmn_assets.validation import OFFICIAL_COUNTS, counts_suite, queries_suite, schema_suite
 from fmn_core.cli import main as fmn_main
-from fmn_core.data import DatasetLayoutError, read_dataset
+from fmn_core.data import DatasetError, DatasetLayoutError, read_dataset
 from fmn_core.data.cuhk01 import NUM_IDENTITIES, NUM_TEST_IDENTITIES, official_counts, split_identities
 
 
@@ -84,9 +84,28 @@ def test_great_expectations_suites_pass_on_the_full_folder_and_counts_fail_on_a_
     table = read_dataset("cuhk01", full).table
     assert schema_suite(table, "cuhk01").success and queries_suite(table).success
     assert counts_suite(table, OFFICIAL_COUNTS["cuhk01"], 0).success
-    partial = read_dataset("cuhk01", campus(tmp_path / "campus", identities=20)).table
+    partial = read_dataset("cuhk01", campus(tmp_path / "campus", identities=500)).table
     outcome = counts_suite(partial, OFFICIAL_COUNTS["cuhk01"], 0)
     assert not outcome.success and "1940" in outcome.markdown()
+
+
+def test_an_incomplete_folder_is_named_with_what_its_split_means(tmp_path):
+    """500 of 971 identities read as 14 training and 486 test identities: said before anything trains."""
+    loaded = read_dataset("cuhk01", campus(tmp_path / "half" / "campus", identities=500))
+    finding = next(f for f in loaded.report.findings if f.kind == "incomplete_dataset")
+    assert finding.severity == "warning" and finding.count == NUM_IDENTITIES - 500
+    assert "500 of CUHK01's 971 identities" in finding.message
+    assert "14 training and 486 test identities instead of 485 and 486" in finding.message
+    assert finding.examples[0] == "identity 501 missing"
+    code = fmn_main(["inspect", "cuhk01", str(tmp_path / "half" / "campus")])
+    assert code == 0
+    # 20 identities leave 1 training identity: refused while reading, not later by the model's class count
+    with pytest.raises(DatasetError, match=r"(?s)at least 2 training identities and split 0 leaves 1.*"
+                                           r"20 of CUHK01's 971 identities .* 1 training and 19 test"):
+        read_dataset("cuhk01", campus(tmp_path / "twenty" / "campus", identities=20))
+    assert fmn_main(["train-stage1", "--dataset", "cuhk01", "--root", str(tmp_path / "twenty"), "--config", "cpu",
+                     "--out", str(tmp_path / "run")]) == 2
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_names_are_reported_and_a_wrong_root_is_explained(tmp_path):
@@ -94,8 +113,9 @@ def test_bad_names_are_reported_and_a_wrong_root_is_explained(tmp_path):
     (folder / "0001005.png").write_bytes((folder / "0001001.png").read_bytes())  # image number 5: no camera
     (folder / "person_1.png").write_bytes((folder / "0001001.png").read_bytes())
     (folder / "notes.txt").write_text("not an image")
-    report = read_dataset("cuhk01", folder).report
-    kinds = {f.kind: f.count for f in report.findings}
+    with pytest.raises(DatasetError, match="at least 2 training identities") as refused:  # 4 identities: 1 trains
+        read_dataset("cuhk01", folder)
+    kinds = {f.kind: f.count for f in refused.value.report.findings}
     assert kinds["image_out_of_range"] == 1 and kinds["malformed_filename"] == 1 and kinds["ignored_file"] == 1
     with pytest.raises(DatasetLayoutError, match="0001001.png"):
         read_dataset("cuhk01", tmp_path / "nowhere")

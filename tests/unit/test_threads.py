@@ -27,7 +27,7 @@ def _stat(path: Path, idle_by_cpu: dict[int, int], busy_by_cpu: dict[int, int]) 
 
 
 @pytest.mark.parametrize("value, expected", [(None, "auto"), ("", "auto"), (" Auto ", "auto"), ("OFF", "off"),
-                                             ("3", "3")])
+                                             ("1", "1")])
 def test_the_setting_is_read_and_normalised(monkeypatch, value, expected):
     monkeypatch.delenv(threads.ENV, raising=False)
     assert threads.thread_setting(value) == expected
@@ -37,6 +37,16 @@ def test_the_setting_is_read_and_normalised(monkeypatch, value, expected):
 def test_a_wrong_setting_names_the_variable_and_what_is_expected(bad):
     with pytest.raises(FMNInputError, match=r"FMN_THREADS=.*expected auto .* off .* number"):
         threads.thread_setting(bad)
+
+
+def test_more_threads_than_usable_cores_is_refused_naming_the_range(monkeypatch):
+    """FMN_THREADS=999 on a 2-core machine once ran 999 threads (load 742, an epoch of 2 s not done in 120 s)."""
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    assert threads.thread_setting("2") == "2"
+    for bad in ("3", "999"):
+        with pytest.raises(FMNInputError, match=rf"FMN_THREADS={bad}: this process may use 2 CPU core\(s\); "
+                                                r"expected 1 to 2"):
+            threads.thread_setting(bad)
 
 
 def test_a_number_sets_torch_threads_and_off_leaves_them(monkeypatch):
