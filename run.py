@@ -3,6 +3,7 @@
 
     python3 run.py main    # the whole Dagster asset graph on the bundled synthetic data
     python3 run.py test    # the test suite (extra arguments go to pytest)
+    python3 run.py pull    # dvc pull of the data and models, after checking that the DVC remote is reachable
 
 Only the Python standard library is used here, so this works on a machine
 that has nothing but Python 3.11+. The environment lives in ``.venv/`` at the
@@ -58,7 +59,7 @@ def ensure_environment() -> None:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in {"main", "test"}:
+    if len(sys.argv) < 2 or sys.argv[1] not in {"main", "test", "pull"}:
         print(__doc__)
         return 2
     job, extra = sys.argv[1], sys.argv[2:]
@@ -66,6 +67,9 @@ def main() -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if job == "test":
         command = [str(PYTHON), "-m", "pytest", *extra]
+    elif job == "pull":
+        env["FMN_PROJECT_DIR"] = str(ROOT)
+        command = [str(PYTHON), "-m", "fmn_assets.pull", *extra]
     else:
         env["FMN_PROJECT_DIR"] = str(ROOT)
         command = [str(PYTHON), "-m", "fmn_assets.main", *extra]

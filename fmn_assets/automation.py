@@ -1,10 +1,9 @@
 """Jobs and declarative automation: observe the raw data on a cron, rebuild only what changed."""
 
-import os
-
 import dagster as dg
 from dagster._utils.schedules import is_valid_cron_string  # not re-exported at the top level
 
+from fmn_assets import environment
 from fmn_assets.configs import GRNTrainingConfig
 
 #: Everything materialised per dataset, with the checks on it: the whole graph but the observed raw data. For the
@@ -21,9 +20,9 @@ fmn_pipeline_paper = dg.define_asset_job(
     config=dg.RunConfig(ops={"grn_checkpoint": GRNTrainingConfig(recipe="paper")}))
 
 #: When the raw datasets are observed (their DVC versions read with `dvc ls`): hourly by default.
-OBSERVE_CRON = os.environ.get("FMN_OBSERVE_CRON", "0 * * * *")
+OBSERVE_CRON = environment.OBSERVE_CRON.value()
 #: How often the automation sensor evaluates the conditions below, once a user turns it on.
-EVALUATION_SECONDS = int(os.environ.get("FMN_AUTOMATION_SECONDS", "30"))
+EVALUATION_SECONDS = environment.AUTOMATION_SECONDS.value()
 
 #: raw_datasets: observed on every cron tick (a cheap `dvc ls`; nothing is trained by observing).
 OBSERVE_ON_CRON = (dg.AutomationCondition.cron_tick_passed(OBSERVE_CRON) & ~dg.AutomationCondition.in_progress()
@@ -42,13 +41,14 @@ WHEN_UPSTREAM_CHANGED = (dg.AutomationCondition.eager() & _CHECKS_PASSED).with_l
 #: since that tick; the rest of the lineage follows through WHEN_UPSTREAM_CHANGED when the new checkpoint differs.
 #: A retraining that reproduces the checkpoint bit for bit (same data, code, seed and machine) changes nothing
 #: downstream.
-RETRAIN_CRON = os.environ.get("FMN_RETRAIN_CRON", "").strip()
+RETRAIN_CRON = environment.RETRAIN_CRON.value()
 
 
 def retrain_on_cadence(cron: str) -> dg.AutomationCondition:
     """True once after each tick of ``cron``, unless the asset was updated or requested since that tick."""
     if not is_valid_cron_string(cron):
-        raise ValueError(f"FMN_RETRAIN_CRON={cron!r}: expected a cron string such as '0 3 * * 0' (Sundays 03:00)")
+        raise environment.EnvironmentSettingError(f"{environment.RETRAIN_CRON.name}={cron!r}: expected "
+                                                  f"{environment.RETRAIN_CRON.accepts}")
     return (dg.AutomationCondition.cron_tick_passed(cron).since_last_handled()
             & ~dg.AutomationCondition.in_progress() & ~dg.AutomationCondition.any_deps_in_progress()
             & ~dg.AutomationCondition.any_deps_missing() & _CHECKS_PASSED

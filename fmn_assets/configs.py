@@ -8,21 +8,52 @@ types come from fmn_core, and ``TrainConfig.from_dict`` validates the result.
 """
 
 import dataclasses
+import shutil
 from enum import Enum, StrEnum
+from typing import Any
 
 import dagster as dg
-from pydantic import Field, create_model
+from pydantic import Field, ValidationError, create_model, model_validator
 
-from fmn_assets.launchers import Launcher
+from fmn_assets.launchers import Launcher, torchrun_command
 from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
 from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
 from fmn_core.engine.recipes import load_recipe, recipe_names
 from fmn_core.models.backbone import ARCHITECTURES, LITE0_MASKABLE_LAYERS, MASKABLE_LAYERS
+from fmn_core.utils.errors import FMNInputError
 
 
 def _choices(name: str, values) -> type[StrEnum]:
     """An enum of the core's own constants, so a wrong value is refused in the launchpad before the run."""
     return StrEnum(name, {value: value for value in sorted(values)})
+
+
+def validation_text(exc: ValidationError) -> str:
+    """pydantic's errors as ``field=value: what is wrong`` lines joined by '; ' (no URLs, no model dump)."""
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "config"
+        given = f"={error['input']!r}" if "input" in error and not isinstance(error["input"], dict) else ""
+        parts.append(f"{where}{given}: {error['msg']}")
+    return "; ".join(parts)
+
+
+class StepConfig(dg.Config):
+    """Base of every stage's config: a value out of range fails the step at once, naming the field, and is not
+    retried (pydantic checks ranges when the step builds its config, after Dagster's own check of names and
+    types; the training steps' retry policy would otherwise run a config error three times)."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _refused_without_retry(cls, values: Any, handler: Any) -> Any:
+        try:
+            return handler(values)
+        except ValidationError as exc:
+            raise dg.Failure(description=f"{cls.__name__}: {validation_text(exc)}", allow_retries=False) from None
+
+    def problems(self) -> list[str]:
+        """What makes this config unusable beyond its fields' ranges (a recipe, a launcher); [] when nothing."""
+        return []
 
 
 #: The synthetic generator's presets (fmn_core.data.synthetic.PRESETS); 'small' is the main job's.
@@ -36,7 +67,7 @@ class ImageCheckMode(StrEnum):
     decode = "decode"
 
 
-class DatasetSplitsConfig(dg.Config):
+class DatasetSplitsConfig(StepConfig):
     """How the dataset of the partition is found and read."""
 
     root: str = Field("", description="dataset folder (custom: the manifest CSV); empty = data/<partition>")
@@ -74,7 +105,7 @@ def _changes(overrides: dg.Config) -> dict:
             for name, value in overrides.model_dump(exclude_none=True).items()}
 
 
-class DistributedTraining(dg.Config):
+class DistributedTraining(StepConfig):
     """Where a stage trains: one process (default), torchrun on this host, or torchrun across nodes."""
 
     processes: int = Field(1, ge=1, description="more than 1: DistributedDataParallel through torchrun, this many "
@@ -87,6 +118,22 @@ class DistributedTraining(dg.Config):
                                                       "the prefix that starts its argument once per node")
     rendezvous: str = Field("", description="host[:port] of the c10d rendezvous on one node (srun: empty = the "
                                             "allocation's first node)")
+
+    def problems(self) -> list[str]:
+        return self.launch_problems()
+
+    def launch_problems(self) -> list[str]:
+        """A launcher that cannot start: a missing launch_command or rendezvous, or a program not on this PATH."""
+        try:
+            command = torchrun_command("torchrun", [], self.processes, self.nodes, self.launcher, self.launch_command,
+                                       self.rendezvous)
+        except ValueError as exc:
+            return [str(exc)]
+        program = command[0]
+        if program != "torchrun" and shutil.which(program) is None:
+            return [f"{'launch_command' if self.launcher is Launcher.command else 'launcher: srun'}: {program!r} is "
+                    "not a program on this host's PATH; no training was started"]
+        return []
 
 
 RECIPE_HELP = (f"a recipe name ({', '.join(recipe_names())}) or a YAML recipe file; see fmn_core/configs")
@@ -102,6 +149,13 @@ class GRNTrainingConfig(DistributedTraining):
     def train_config(self) -> TrainConfig:
         """The full training configuration (both stages' fields) this run trains the GRN with."""
         return load_recipe(self.recipe, **_changes(self.overrides))
+
+    def problems(self) -> list[str]:
+        try:
+            self.train_config().require_epochs(1, "grn_checkpoint")
+        except FMNInputError as exc:
+            return [str(exc), *self.launch_problems()]
+        return self.launch_problems()
 
 
 class FMNTrainingConfig(DistributedTraining):
@@ -120,8 +174,19 @@ class FMNTrainingConfig(DistributedTraining):
         base = load_recipe(self.recipe, seed=grn_config.seed, device=grn_config.device) if self.recipe else grn_config
         return base.replace(**_changes(self.overrides))
 
+    def problems_with(self, grn_config: TrainConfig | None) -> list[str]:
+        """Like ``problems``, with the training configuration checked when the GRN's is known."""
+        try:
+            if grn_config is not None:
+                self.train_config(grn_config).require_epochs(2, "fmn_checkpoint")
+            elif self.recipe:
+                load_recipe(self.recipe, **_changes(self.overrides)).require_epochs(2, "fmn_checkpoint")
+        except FMNInputError as exc:
+            return [str(exc), *self.launch_problems()]
+        return self.launch_problems()
 
-class DescriptorConfig(dg.Config):
+
+class DescriptorConfig(StepConfig):
     """Descriptor extraction (section 3.4)."""
 
     batch_size: int = Field(256, ge=1)
@@ -129,7 +194,7 @@ class DescriptorConfig(dg.Config):
     device: str = "auto"
 
 
-class EvaluationConfig(dg.Config):
+class EvaluationConfig(StepConfig):
     """Evaluation and re-ranking (sections 3.5 and 4.2)."""
 
     rerank: bool = True
@@ -141,7 +206,7 @@ class EvaluationConfig(dg.Config):
     heatmap_images: int = Field(8, ge=1, le=64, description="images shown in the mask / activation picture")
 
 
-class OnnxExportConfig(dg.Config):
+class OnnxExportConfig(StepConfig):
     """The ONNX export and its parity check against PyTorch."""
 
     opset: int = Field(18, ge=18, description="ONNX opset (18 or newer, up to what the installed onnx knows)")
@@ -154,7 +219,7 @@ class OnnxExportConfig(dg.Config):
     parity_gallery: int = Field(24, ge=2, le=1024, description="gallery images of the dataset used in the parity check")
 
 
-class ModelCardConfig(dg.Config):
+class ModelCardConfig(StepConfig):
     """What only a person can add to the model card."""
 
     contact: str = Field("", description="who answers questions about this model (added to the card when set)")

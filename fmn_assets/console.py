@@ -87,8 +87,11 @@ class RunView:
                 self._print(f"      {line}")
         elif kind == "ASSET_CHECK_EVALUATION":
             self._print(f"[fmn]   {event.message}")
-        elif kind in _RUN_ENDS:
+        elif kind in _RUN_ENDS or (kind == "ENGINE_EVENT" and _error_text(entry)):
+            # a run that fails outside any step (an executor that cannot reach its broker) says why here too
             self._print(f"[fmn] {kind}: {event.message}")
+            for line in _error_text(entry).splitlines()[:6]:
+                self._print(f"      {line}")
 
     def close(self) -> None:
         for step in list(self._bars):

@@ -10,28 +10,28 @@ hosts when ``FMN_EXECUTOR=celery`` (GPU steps on the ``gpu`` queue, see
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from fmn_assets.assets import ASSETS, CHECKS
 from fmn_assets.automation import fmn_automation, fmn_pipeline, fmn_pipeline_paper
+from fmn_assets.environment import EXECUTOR
 from fmn_assets.resources import DVCResource, ProjectPaths
 
 
 def executor() -> dg.ExecutorDefinition:
-    """The executor ``FMN_EXECUTOR`` names: multiprocess (default), in_process, k8s or celery."""
-    if os.environ.get("FMN_EXECUTOR", "").lower() == "celery":
+    """The executor ``FMN_EXECUTOR`` names: multiprocess (default), in_process, k8s or celery; others are refused."""
+    name = EXECUTOR.value()
+    if name == "celery":
         from dagster_celery import celery_executor
 
         from fmn_assets.celery_queues import celery_executor_config
 
         return celery_executor.configured(celery_executor_config(), name="celery")
-    if os.environ.get("FMN_EXECUTOR", "").lower() == "k8s":
+    if name == "k8s":
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor
-    if os.environ.get("FMN_EXECUTOR", "").lower() == "in_process":
+    if name == "in_process":
         return dg.in_process_executor
     return dg.multiprocess_executor
 

@@ -84,20 +84,48 @@ def latest_seed_study(home: Path, partition: str) -> str | None:
     return None
 
 
+#: what a run config looks like, for the errors about files that are not one
+RUN_CONFIG_EXAMPLE = ("a YAML mapping in the launchpad's shape, e.g. 'ops:' / '  grn_checkpoint:' / '    config:' / "
+                      "'      overrides: {stage1_epochs: 2}'")
+
+
 def read_run_config(path: Path | None) -> dict[str, Any]:
-    """The user's run config YAML (the launchpad's shape), or an empty one."""
+    """The user's run config YAML (the launchpad's shape), or an empty one; SystemExit naming the file otherwise."""
     import yaml
 
     if path is None:
         return {}
+    if path.is_dir():
+        raise SystemExit(f"--config {path} is a folder; give a run config file ({RUN_CONFIG_EXAMPLE})")
     try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SystemExit(f"--config {path}: cannot read it as YAML ({exc})") from None
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise SystemExit(f"--config {path} does not exist; give a run config file ({RUN_CONFIG_EXAMPLE})") from None
+    except UnicodeDecodeError as exc:
+        raise SystemExit(f"--config {path} is not UTF-8 text (byte {exc.start}); a run config is "
+                         f"{RUN_CONFIG_EXAMPLE}") from None
+    except OSError as exc:
+        raise SystemExit(f"--config {path}: cannot read it ({exc.strerror})") from None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"--config {path}: not valid YAML ({exc})") from None
+    if config is None:
+        raise SystemExit(f"--config {path} is empty; leave --config out for the defaults, or give "
+                         f"{RUN_CONFIG_EXAMPLE}")
     if not isinstance(config, dict):
         raise SystemExit(f"--config {path}: expected a run config mapping (ops:, resources:, ...), "
                          f"got {type(config).__name__}")
     return config
+
+
+def refused_before_start(run_config: dict, partition: str) -> list[str]:
+    """Why the run would fail, found before it starts (fmn_assets.preflight); [] when nothing was found."""
+    from fmn_assets.preflight import config_problems, executor_problems
+    from fmn_assets.resources import ProjectPaths
+
+    grn = ProjectPaths().checkpoint(partition, 1)
+    return config_problems(pipeline_job(), run_config, grn) + executor_problems()
 
 
 def git_commit_line(root: Path, partition: str) -> str:
@@ -161,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds and args.select != "*":
         parser.error("--seeds retrains, so it needs the whole graph: leave --select out")
+    from fmn_assets.environment import setting_problems
+
+    settings = setting_problems()  # before the definitions read them: one line each, not a traceback
+    if settings:
+        print("[fmn] refused: " + "\n[fmn] refused: ".join(settings), file=sys.stderr)
+        return 2
 
     root = project_dir()
     home = dagster_home(root)
@@ -171,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     print(f"[fmn] DAGSTER_HOME={home}\n[fmn] full log: {log_file}", flush=True)
     run_config = read_run_config(args.config)
+    refused = refused_before_start(run_config, args.partition)
+    if refused:
+        print("[fmn] refused before the run started (nothing was run or changed):\n"
+              + "\n".join(f"  {problem}" for problem in refused), file=sys.stderr)
+        return 2
     succeeded = True
     for seed in args.seeds or [None]:
         if seed is not None:

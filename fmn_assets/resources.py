@@ -23,11 +23,12 @@ import dagster as dg
 import yaml
 from pydantic import Field
 
+from fmn_assets.environment import PROJECT_DIR
 from fmn_core.engine.trainer import STAGE_FILES
 
 
 def project_dir() -> Path:
-    return Path(os.environ.get("FMN_PROJECT_DIR") or os.getcwd()).resolve()
+    return Path(PROJECT_DIR.value() or os.getcwd()).expanduser().resolve()
 
 
 class ProjectPaths(dg.ConfigurableResource):

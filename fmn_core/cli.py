@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fmn_core.data import DATASET_READERS, DatasetError, read_dataset
 from fmn_core.data.image_check import CHECK_MODES
+from fmn_core.utils.env import DEBUG, OFFLINE, flag
 from fmn_core.utils.errors import FMNInputError
 from fmn_core.utils.output_guard import check_output
 
@@ -96,9 +97,7 @@ def train_from_args(args: argparse.Namespace, on_epoch_end=None):
     from fmn_core.engine import load_recipe, parse_overrides, train_stage1, train_stage2
 
     config = load_recipe(args.config, **parse_overrides(args.set))
-    epochs = "stage1_epochs" if args.command == "train-stage1" else "stage2_epochs"
-    if getattr(config, epochs) < 1:  # an untrained network would be written as a finished checkpoint
-        raise FMNInputError(f"{epochs}={getattr(config, epochs)}: {args.command} trains at least 1 epoch")
+    config.require_epochs(1 if args.command == "train-stage1" else 2, args.command)
     if args.out.exists() and not args.out.is_dir():
         raise FMNInputError(f"--out {args.out} is a file; give the folder for checkpoints and metrics")
     table = _load_table(args)
@@ -386,7 +385,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    debug = False
     try:
+        debug = flag(DEBUG)
+        flag(OFFLINE)  # refused before any work, not when the weights are first needed
         return args.func(args)
     except (DatasetError, FileNotFoundError, ValueError, RuntimeError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -395,7 +397,7 @@ def _run(args: argparse.Namespace) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a case no check foresaw: still one line, with a way to get the traceback
-        if os.environ.get("FMN_DEBUG"):
+        if debug:
             raise
         print(f"error: unexpected {type(exc).__name__}: {exc} (FMN_DEBUG=1 shows the traceback; please report it)",
               file=sys.stderr)

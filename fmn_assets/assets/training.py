@@ -1,6 +1,5 @@
 """Training stage: Algorithm 1's two checkpoints, and checks that they load and make sense."""
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,7 @@ from fmn_assets.automation import WHEN_UPSTREAM_CHANGED, training_condition
 from fmn_assets.celery_queues import GPU_QUEUE, QUEUE_TAG
 from fmn_assets.code_versions import TRAINING_CODE
 from fmn_assets.configs import DistributedTraining, FMNTrainingConfig, GRNTrainingConfig
+from fmn_assets.environment import RETRY_DELAY_S
 from fmn_assets.failures import bad_input_fails_the_step
 from fmn_assets.k8s import gpu_step_k8s_config
 from fmn_assets.launchers import describe, torchrun_command
@@ -39,7 +39,7 @@ from fmn_core.utils.errors import FMNInputError
 GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1), QUEUE_TAG: GPU_QUEUE}
 #: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint. The first retry
 #: waits FMN_RETRY_DELAY_S seconds (default 15), doubling after that.
-TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=float(os.environ.get("FMN_RETRY_DELAY_S", "15")),
+TRAINING_RETRY = dg.RetryPolicy(max_retries=2, delay=RETRY_DELAY_S.value(),
                                 backoff=dg.Backoff.EXPONENTIAL)
 TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners=OWNERS, kinds={"pytorch", "dvc"},
                 pool="gpu", retry_policy=TRAINING_RETRY, op_tags=GPU_TAGS, code_version=TRAINING_CODE)
@@ -70,6 +70,8 @@ def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig
     client = dg.PipesSubprocessClient() if where.nodes == 1 else dg.PipesSubprocessClient(
         context_injector=dg.PipesEnvContextInjector(),
         message_reader=dg.PipesFileMessageReader(str(out / f".stage{stage}.pipes-messages.jsonl")))
+    metrics = out / f"stage{stage}_metrics.jsonl"
+    before = _file_signature(metrics)  # a previous run's log must not pass for this one's
     try:
         invocation = client.run(context=context, command=command)
     except DagsterPipesExecutionError as exc:
@@ -77,8 +79,23 @@ def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig
                                      "The step's stderr (Logs tab) holds each process's traceback.") from exc
     finally:
         recipe.unlink(missing_ok=True)
+    if _file_signature(metrics) in (None, before):
+        raise dg.Failure(allow_retries=False, description=(
+            f"no stage {stage} training ran: `{describe(command)}` exited 0 but wrote no {metrics}. "
+            + ("launch_command must start its argument (the torchrun command) once on each node, e.g. [pdsh, -w, "
+               "host1,host2]; check it by running it with `hostname` as the argument" if where.launcher == "command"
+               else "The step's stdout / stderr (Logs tab) show what the launcher did")))
     reported = [message for message in invocation.get_custom_messages() if isinstance(message, dict)]
     return reported[-1].get("ranks", []) if reported else []
+
+
+def _file_signature(path: Path) -> tuple[int, int, int] | None:
+    """Inode, modification time and size: any rewrite of the file changes it (written atomically, a new inode)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 def _result_from_files(stage: int, paths: ProjectPaths, dataset: str, ranks: list[dict]) -> TrainResult:
@@ -136,10 +153,10 @@ def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[
     out = paths.artifacts(dataset)
     table = split_table(paths, dataset)
     with bad_input_fails_the_step(f"stage {stage} training on '{dataset}' failed"):
-        config = make_config()
-        epochs_field = "stage1_epochs" if stage == 1 else "stage2_epochs"
-        if getattr(config, epochs_field) < 1:  # an untrained network would be versioned as a finished checkpoint
-            raise FMNInputError(f"{epochs_field}={getattr(config, epochs_field)}: the step trains at least 1 epoch")
+        config = make_config().require_epochs(stage, "the step")
+        launch_problems = where.launch_problems()
+        if launch_problems:
+            raise FMNInputError("; ".join(launch_problems))
         processes = where.processes
         if processes > 1 and config.device != "cpu" and torch.cuda.is_available() \
                 and torch.cuda.device_count() < processes:

@@ -108,6 +108,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def require_epochs(self, stage: int, what: str = "a training") -> TrainConfig:
+        """Refuse 0 epochs for ``stage``: an untrained network would be written as a finished checkpoint.
+
+        ``validate`` allows 0 (an ablation wraps a GRN in an untrained stage 2); every training entry point
+        (the CLI, the Dagster steps, a run's pre-flight check) asks this instead.
+        """
+        name = f"stage{stage}_epochs"
+        if getattr(self, name) < 1:
+            raise FMNInputError(f"{name}={getattr(self, name)}: {what} trains at least 1 epoch")
+        return self
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a dict (a recipe file, a checkpoint, an orchestrator's config), checking names and types.

@@ -55,7 +55,8 @@ def _open_own_lock(lock_path: Path, out_dir: Path) -> int:
         if lock_path.is_symlink():
             raise TrainingOutputError(
                 f"--out {out_dir}: {LOCK_NAME} is a symbolic link (to {os.readlink(lock_path)}), not the lock file "
-                f"fmn writes; nothing was changed. Remove the link ({lock_path}) or give another --out folder") from None
+                f"fmn writes; nothing was changed. Remove the link ({lock_path}) or give another --out folder"
+            ) from None
         raise TrainingOutputError(f"--out {out_dir}: cannot open the lock file {lock_path} ({exc.strerror}); give "
                                   "another --out folder") from None
     info = os.fstat(fd)

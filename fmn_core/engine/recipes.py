@@ -55,8 +55,9 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise FMNInputError(f"recipe file {path} is not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x}); "
-                            f"a recipe is {RECIPE_EXAMPLE}") from None
+        byte = exc.object[exc.start]
+        raise FMNInputError(f"recipe file {path} is not UTF-8 text (byte {exc.start} is 0x{byte:02x}); a recipe is "
+                            f"{RECIPE_EXAMPLE}") from None
     except OSError as exc:
         raise FMNInputError(f"recipe file {path} cannot be read ({exc.strerror})") from None
     try:

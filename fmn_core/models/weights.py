@@ -6,8 +6,7 @@ backbone factory can import the Lite0 builder without the builder importing the 
 
 from __future__ import annotations
 
-import os
-
+from fmn_core.utils.env import OFFLINE, flag
 from fmn_core.utils.errors import InputFileNotFoundError
 
 
@@ -16,10 +15,9 @@ class WeightsUnavailableError(InputFileNotFoundError):
 
 
 #: environment variable that forbids downloads ("1", "true", "yes", "on"): for air-gapped machines and test runs.
-OFFLINE_ENV = "FMN_OFFLINE"
-_TRUTHY = frozenset({"1", "true", "yes", "on"})
+OFFLINE_ENV = OFFLINE
 
 
 def is_offline() -> bool:
     """Whether :data:`OFFLINE_ENV` forbids downloads; read at call time so tests and subprocesses can set it."""
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in _TRUTHY
+    return flag(OFFLINE_ENV)
