@@ -20,6 +20,7 @@ from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
 from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
 from fmn_core.engine.recipes import load_recipe, recipe_names
 from fmn_core.models.backbone import ARCHITECTURES, LITE0_MASKABLE_LAYERS, MASKABLE_LAYERS
+from fmn_core.utils.device import DEVICE_CHOICES, device_spelling_problem
 from fmn_core.utils.errors import FMNInputError
 
 
@@ -191,7 +192,11 @@ class DescriptorConfig(StepConfig):
 
     batch_size: int = Field(256, ge=1)
     flip: bool = Field(False, description="average with the mirrored image's features (not in the paper)")
-    device: str = "auto"
+    device: str = Field("auto", description=DEVICE_CHOICES)
+
+    def problems(self) -> list[str]:
+        problem = device_spelling_problem("device", self.device)
+        return [problem] if problem else []
 
 
 class EvaluationConfig(StepConfig):

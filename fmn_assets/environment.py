@@ -75,7 +75,8 @@ def _seconds(low: float, high: float, kind: type = float) -> Callable[[str], Any
 
 
 def _folder(raw: str) -> str:
-    if raw and not Path(raw).expanduser().is_dir():
+    path = Path(raw).expanduser()
+    if raw and path.exists() and not path.is_dir():  # a folder not made yet is created by the first step
         raise ValueError(raw)
     return raw
 
@@ -86,7 +87,7 @@ def _broker_url(raw: str) -> str:
     return raw
 
 
-PROJECT_DIR = Setting("FMN_PROJECT_DIR", "", "an existing folder, the project's (empty: the working directory)",
+PROJECT_DIR = Setting("FMN_PROJECT_DIR", "", "the project's folder, not a file (empty: the working directory)",
                       _folder)
 EXECUTOR = Setting("FMN_EXECUTOR", "multiprocess", f"one of {', '.join(EXECUTORS)} (empty: multiprocess)", _executor)
 OBSERVE_CRON = Setting("FMN_OBSERVE_CRON", "0 * * * *", "a cron string such as '0 * * * *' (hourly, the default)",

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass
 from typing import Any
 
 from fmn_core.models.backbone import ARCHITECTURES, maskable_layers
+from fmn_core.utils.device import device_spelling_problem
 from fmn_core.utils.errors import FMNInputError
 
 AMP_MODES = ("auto", "none", "bf16", "fp16")
@@ -99,8 +99,8 @@ class TrainConfig:
         if 2 * self.crop_pad >= min(self.input_height, self.input_width):
             problems.append(f"crop_pad={self.crop_pad}: must be below half the smaller input side "
                             f"({min(self.input_height, self.input_width)} pixels)")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
-            problems.append(f"device={self.device!r}: expected auto, cpu, cuda, cuda:N or mps")
+        if device_spelling_problem("device", self.device):
+            problems.append(device_spelling_problem("device", self.device))
         if problems:
             raise FMNInputError("invalid training configuration: " + "; ".join(problems))
         return self

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from fmn_core.utils.errors import FMNInputError
+
+#: the device names a configuration may hold (whether this machine has that device is checked when it is used)
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def device_spelling_problem(name: str, value: str) -> str:
+    """Why ``value`` is not a device name (for the field ``name``), or '' when it is one."""
+    return "" if DEVICE_PATTERN.fullmatch(value) else f"{name}={value!r}: expected {DEVICE_CHOICES}"
 
 
 def resolve_device(device: str | torch.device, local_rank: int | None = None) -> torch.device:
