@@ -59,6 +59,7 @@ class RunView:
     out: TextIO = sys.stdout
     interactive: bool = False
     _bars: dict[str, tqdm] = field(default_factory=dict)
+    _step_failed: bool = False
 
     def feed(self, entries: Iterable[dg.EventLogEntry]) -> None:
         for entry in entries:
@@ -81,6 +82,7 @@ class RunView:
             took = getattr(event.event_specific_data, "duration_ms", None)
             self._print(f"[fmn] {step} done" + (f" in {took / 1000:.1f} s" if took is not None else ""))
         elif kind in _STEP_TROUBLE:
+            self._step_failed = self._step_failed or kind == "STEP_FAILURE"
             self._close_bar(step)
             self._print(f"[fmn] {step}: {kind.lower().replace('_', ' ')}: {event.message or ''}")
             for line in _error_text(entry).splitlines()[:6]:
@@ -88,10 +90,10 @@ class RunView:
         elif kind == "ASSET_CHECK_EVALUATION":
             self._print(f"[fmn]   {event.message}")
         elif kind in _RUN_ENDS or (kind == "ENGINE_EVENT" and _error_text(entry)):
-            # a run that fails outside any step (an executor that cannot reach its broker) says why here too
             self._print(f"[fmn] {kind}: {event.message}")
-            for line in _error_text(entry).splitlines()[:6]:
-                self._print(f"      {line}")
+            if kind != "RUN_FAILURE" or not self._step_failed:  # a failure outside any step (an unreachable broker)
+                for line in _error_text(entry).splitlines()[:6]:
+                    self._print(f"      {line}")
 
     def close(self) -> None:
         for step in list(self._bars):

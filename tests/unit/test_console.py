@@ -62,3 +62,22 @@ def test_the_follower_shows_a_run_while_it_executes_and_stops_after_its_last_eve
     shown = out.getvalue().splitlines()
     assert shown[0] == "[fmn] grn_checkpoint ..." and shown[-1].startswith("[fmn] RUN_FAILURE: ")
     assert sum(line == "[fmn] grn_checkpoint ..." for line in shown) == 1  # each event shown once
+
+
+def test_a_run_that_fails_outside_any_step_shows_its_reason():
+    """An executor that cannot reach its broker fails the run in an engine event: its error reaches the terminal."""
+    from dagster._core.events import EngineEventData
+    from dagster._utils.error import SerializableErrorInfo
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize([grn_checkpoint], instance=instance)
+        run = instance.get_run_by_id(result.run_id)
+        error = SerializableErrorInfo("kombu.exceptions.OperationalError: Error 111 connecting to 127.0.0.1:6399.",
+                                      stack=["a frame nobody needs"], cls_name="OperationalError")
+        instance.report_engine_event("An exception was thrown during execution", run,
+                                     EngineEventData(error=error))
+        out = io.StringIO()
+        RunView(io.StringIO(), out=out).feed(instance.all_logs(result.run_id))
+    shown = out.getvalue()
+    assert "[fmn] ENGINE_EVENT: An exception was thrown during execution" in shown
+    assert "Error 111 connecting to 127.0.0.1:6399" in shown and "a frame nobody needs" not in shown
