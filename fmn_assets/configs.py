@@ -9,6 +9,7 @@ types come from fmn_core, and ``TrainConfig.from_dict`` validates the result.
 
 import dataclasses
 import shutil
+from pathlib import Path
 from enum import Enum, StrEnum
 from typing import Any
 
@@ -20,6 +21,7 @@ from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
 from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
 from fmn_core.engine.recipes import load_recipe, recipe_names
 from fmn_core.models.backbone import ARCHITECTURES, LITE0_MASKABLE_LAYERS, MASKABLE_LAYERS
+from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS
 from fmn_core.utils.device import DEVICE_CHOICES, device_spelling_problem
 from fmn_core.utils.errors import FMNInputError
 
@@ -81,6 +83,11 @@ class DatasetSplitsConfig(StepConfig):
                           "there is reused, another generated one replaced); empty: use the dataset that is there, "
                           f"generating '{DEFAULT_SYNTHETIC_PRESET}' when the folder does not exist")
     synthetic_seed: int = Field(0, ge=0, description="synthetic only, with synthetic_preset: the generator's seed")
+
+    def problems(self) -> list[str]:
+        if self.root and not Path(self.root).expanduser().exists():
+            return [f"root={self.root!r}: no such file or folder (the dataset folder, or a custom manifest CSV)"]
+        return []
 
 
 #: Options with a fixed set of values, from the constants fmn_core validates against.
@@ -210,6 +217,9 @@ class EvaluationConfig(StepConfig):
     ranked_list_queries: int = Field(4, ge=1, le=50, description="queries shown in the ranked-list picture")
     heatmap_images: int = Field(8, ge=1, le=64, description="images shown in the mask / activation picture")
 
+    def problems(self) -> list[str]:
+        return [f"k2={self.k2}: must be at most k1={self.k1}"] if self.k2 > self.k1 else []
+
 
 class OnnxExportConfig(StepConfig):
     """The ONNX export and its parity check against PyTorch."""
@@ -222,6 +232,12 @@ class OnnxExportConfig(StepConfig):
                              description="largest allowed |onnxruntime - PyTorch| per descriptor value")
     parity_queries: int = Field(8, ge=1, le=256, description="query images of the dataset used in the parity check")
     parity_gallery: int = Field(24, ge=2, le=1024, description="gallery images of the dataset used in the parity check")
+
+    def problems(self) -> list[str]:
+        unknown = [name for name in self.outputs if name not in DESCRIPTOR_KINDS]
+        if unknown or not self.outputs:
+            return [f"outputs={self.outputs}: expected a non-empty list of {', '.join(DESCRIPTOR_KINDS)}"]
+        return []
 
 
 class ModelCardConfig(StepConfig):

@@ -96,6 +96,10 @@ def test_an_unreachable_celery_broker_is_one_clear_line_before_the_run(tmp_path)
     ("ops: {fmn_checkpoint: {config: {overrides: {stage2_epochs: 5000}}}}", "stage2_epochs=5000: must lie in 0..1000"),
     ("ops: {evaluation_metrics: {config: {k1: 0}}}", "EvaluationConfig: k1=0: Input should be greater than or equal"),
     ("ops: {grn_checkpoint: {config: {no_such_key: 1}}}", "no_such_key"),
+    ("ops: {dataset_splits: {config: {root: /no/such/market}}}", "root='/no/such/market': no such file or folder"),
+    ("ops: {evaluation_metrics: {config: {k1: 4, k2: 6}}}",
+     "ops.evaluation_metrics.config: k2=6: must be at most k1=4"),
+    ("ops: {onnx_model: {config: {outputs: [fmn, global]}}}", "outputs=['fmn', 'global']: expected a non-empty list"),
     ("ops: {descriptor_tables: {config: {device: gpu}}}",
      "ops.descriptor_tables.config: device='gpu': expected auto, cpu, cuda, cuda:N or mps"),
 ])
