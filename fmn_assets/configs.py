@@ -9,8 +9,8 @@ types come from fmn_core, and ``TrainConfig.from_dict`` validates the result.
 
 import dataclasses
 import shutil
-from pathlib import Path
 from enum import Enum, StrEnum
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
