@@ -17,7 +17,7 @@ from fmn_assets.launchers import Launcher
 from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
 from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
 from fmn_core.engine.recipes import load_recipe, recipe_names
-from fmn_core.models.backbone import ARCHITECTURES, LITE0_MASKABLE_LAYERS, MASKABLE_LAYERS
+from fmn_core.models.backbone import ARCHITECTURES, LITE_MASKABLE_LAYERS, MASKABLE_LAYERS
 
 
 def _choices(name: str, values) -> type[StrEnum]:
@@ -54,7 +54,7 @@ class DatasetSplitsConfig(dg.Config):
 #: Options with a fixed set of values, from the constants fmn_core validates against.
 TRAINING_CHOICES: dict[str, type[StrEnum]] = {
     "arch": _choices("Backbone", ARCHITECTURES),
-    "masked_layer": _choices("MaskedLayer", {*MASKABLE_LAYERS, *LITE0_MASKABLE_LAYERS}),
+    "masked_layer": _choices("MaskedLayer", {*MASKABLE_LAYERS, *LITE_MASKABLE_LAYERS}),
     "mask_mode": _choices("MaskMode", MASK_MODES),
     "lan_init": _choices("LanInit", LAN_INITS),
     "amp": _choices("AmpMode", AMP_MODES),
