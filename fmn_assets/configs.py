@@ -15,7 +15,15 @@ from pydantic import Field, create_model
 
 from fmn_assets.launchers import Launcher
 from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
-from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
+from fmn_core.engine.config import (
+    AMP_MODES,
+    FIELD_TYPES,
+    LAN_INITS,
+    LR_SCHEDULES,
+    MASK_MODES,
+    OPTIMIZERS,
+    TrainConfig,
+)
 from fmn_core.engine.recipes import load_recipe, recipe_names
 from fmn_core.models.backbone import ARCHITECTURES, LITE_MASKABLE_LAYERS, MASKABLE_LAYERS
 
@@ -58,6 +66,8 @@ TRAINING_CHOICES: dict[str, type[StrEnum]] = {
     "mask_mode": _choices("MaskMode", MASK_MODES),
     "lan_init": _choices("LanInit", LAN_INITS),
     "amp": _choices("AmpMode", AMP_MODES),
+    "lr_schedule": _choices("LrSchedule", LR_SCHEDULES),
+    "optimizer": _choices("Optimizer", OPTIMIZERS),
 }
 
 #: Every TrainConfig field, optional: the launchpad's form of ``fmn train-stage1 --set NAME=VALUE``. Built from the
