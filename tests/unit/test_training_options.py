@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from fmn_core.engine import TrainConfig, load_recipe
+from fmn_core.engine.checkpoint import CheckpointError, build_model
 from fmn_core.engine.config import FIELD_LIMITS, LR_SCHEDULES, OPTIMIZERS
 from fmn_core.engine.recipes import RECIPES_DIR
 from fmn_core.engine.trainer import (
@@ -26,6 +27,7 @@ from fmn_core.engine.trainer import (
     build_optimizer,
     build_scheduler,
     metric_names,
+    stage2_model,
 )
 from fmn_core.losses import batch_hard_triplet_loss, identity_loss
 from fmn_core.models import FeatureMaskNetwork
@@ -175,3 +177,19 @@ def test_the_training_steps_add_the_triplet_loss_and_smooth_the_labels_only_when
         assert triplet > 0 and stats[names.index("triplet")] / 4 == pytest.approx(triplet.item())
         extra = loss - plain_loss - (smoothed - identity_loss(logits, labels))
         assert extra.item() == pytest.approx(2.0 * triplet.item(), rel=1e-4)
+
+
+def test_stage_2_takes_the_grn_s_neck_frozen_and_refuses_a_grn_trained_without_one():
+    config = load_recipe("paper", arch="resnet18", pretrained="none", input_height=64, input_width=32, crop_pad=3,
+                         bn_neck=True)
+    torch.manual_seed(0)
+    grn = build_model(config, 4)
+    with torch.no_grad():
+        grn.grn_neck.running_mean.fill_(0.5)  # as stage 1 would leave it
+    state = {"stage": 1, "complete": True, "config": config.to_dict(), "model": grn.state_dict(), "num_classes": 4}
+    model = stage2_model(state, config, 4, "grn.pt")
+    assert torch.equal(model.grn_neck.running_mean, grn.grn_neck.running_mean)
+    assert not model.train().grn_neck.training and not model.grn_neck.weight.requires_grad
+    with pytest.raises(CheckpointError, match="grn.pt was trained with bn_neck=True but stage 2 is configured with "
+                                              "bn_neck=False"):
+        stage2_model(state, config.replace(bn_neck=False), 4, "grn.pt")
