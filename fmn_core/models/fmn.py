@@ -58,8 +58,8 @@ def _identity_classifier(in_dim: int, num_classes: int, bias: bool = True) -> nn
 
 
 def _neck(width: int, enabled: bool) -> nn.Module:
-    """BNNeck's BatchNorm1d, its bias fixed at 0 (a shift before a bias-free classifier only moves every logit
-    alike); an identity when off."""
+    """BNNeck's BatchNorm1d with its bias fixed at 0, as Bag of Tricks has it (a learned shift would bring back the
+    classifier bias the neck drops); an identity, without weights, when off."""
     if not enabled:
         return nn.Identity()
     norm = nn.BatchNorm1d(width)
