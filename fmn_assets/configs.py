@@ -18,9 +18,17 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from fmn_assets.launchers import Launcher, torchrun_command
 from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
-from fmn_core.engine.config import AMP_MODES, FIELD_TYPES, LAN_INITS, MASK_MODES, TrainConfig
+from fmn_core.engine.config import (
+    AMP_MODES,
+    FIELD_TYPES,
+    LAN_INITS,
+    LR_SCHEDULES,
+    MASK_MODES,
+    OPTIMIZERS,
+    TrainConfig,
+)
 from fmn_core.engine.recipes import load_recipe, recipe_names
-from fmn_core.models.backbone import ARCHITECTURES, LITE0_MASKABLE_LAYERS, MASKABLE_LAYERS
+from fmn_core.models.backbone import ARCHITECTURES, LITE_MASKABLE_LAYERS, MASKABLE_LAYERS
 from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS
 from fmn_core.utils.device import DEVICE_CHOICES, device_spelling_problem
 from fmn_core.utils.errors import FMNInputError
@@ -93,10 +101,12 @@ class DatasetSplitsConfig(StepConfig):
 #: Options with a fixed set of values, from the constants fmn_core validates against.
 TRAINING_CHOICES: dict[str, type[StrEnum]] = {
     "arch": _choices("Backbone", ARCHITECTURES),
-    "masked_layer": _choices("MaskedLayer", {*MASKABLE_LAYERS, *LITE0_MASKABLE_LAYERS}),
+    "masked_layer": _choices("MaskedLayer", {*MASKABLE_LAYERS, *LITE_MASKABLE_LAYERS}),
     "mask_mode": _choices("MaskMode", MASK_MODES),
     "lan_init": _choices("LanInit", LAN_INITS),
     "amp": _choices("AmpMode", AMP_MODES),
+    "lr_schedule": _choices("LrSchedule", LR_SCHEDULES),
+    "optimizer": _choices("Optimizer", OPTIMIZERS),
 }
 
 #: Every TrainConfig field, optional: the launchpad's form of ``fmn train-stage1 --set NAME=VALUE``. Built from the

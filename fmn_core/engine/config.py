@@ -11,6 +11,11 @@ single learning-rate drop (x0.1), the ranking margin m = 0.1 and its weight 1,
 crop by 10-pixel padding, no dropout, the LAN initialised from the GRN's
 starting weights (theta_o, Algorithm 1) rather than from the fine-tuned GRN.
 
+Beyond the paper, the options every re-ID practitioner expects (random erasing,
+label smoothing, warmup and a cosine schedule, AdamW, BNNeck, a batch-hard
+triplet loss with P x K identity batches) are fields too, all off by default:
+the ``paper`` and ``cpu`` recipes train exactly as without them.
+
 This dataclass is the one schema of a training run. The recipes that fill it
 (``paper``, ``cpu``, one file per ablation row) are YAML files in
 ``fmn_core/configs``, read by ``fmn_core.engine.recipes``.
@@ -32,6 +37,8 @@ from fmn_core.utils.errors import FMNInputError
 AMP_MODES = ("auto", "none", "bf16", "fp16")
 MASK_MODES = ("learned", "constant")
 LAN_INITS = ("theta_o", "grn")
+LR_SCHEDULES = ("step", "cosine")
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass
@@ -65,6 +72,16 @@ class TrainConfig:
     mask_mean_one: bool = False  # divide each mask by its spatial mean: attention moves, it does not amplify
     mask_mode: str = "learned"  # 'constant': mask = 1, the control without the MN
     lan_init: str = "theta_o"  # Algorithm 1; 'grn' starts the LAN from the fine-tuned GRN (an ablation)
+    # Not in the paper, all off by default; each applies to both stages and leaves eq. 1-6 as they are.
+    random_erasing: float = 0.0  # probability per image of erasing a random box (Zhong et al.; data.loading)
+    label_smoothing: float = 0.0  # of the identity cross-entropy (eq. 4); eq. 5 keeps the plain softmax
+    warmup_epochs: int = 0  # linear warmup, stepped per epoch, from WARMUP_START_FACTOR of the stage's lr
+    lr_schedule: str = "step"  # 'step': x lr_gamma at stageN_lr_drop_epoch; 'cosine': to 0 by the stage's end
+    optimizer: str = "sgd"  # 'sgd' with momentum (the paper's); 'adamw' (torch defaults, weight_decay; no momentum)
+    bn_neck: bool = False  # BNNeck: BatchNorm1d between g / l and their (bias-free) identity classifiers
+    triplet_weight: float = 0.0  # batch-hard triplet loss on g (stage 1) / l (stage 2), added to the CE
+    triplet_margin: float = 0.3  # its margin, in Euclidean distance between the un-normalised features
+    instances_per_identity: int = 0  # K > 0: P x K batches, P = batch_size / K identities (0: random batches)
     seed: int = 0
     device: str = "auto"  # 'auto', 'cpu', 'cuda', 'cuda:1', ...
     amp: str = "auto"  # 'auto' = bf16 on CUDA, none on CPU
@@ -96,6 +113,11 @@ class TrainConfig:
             problems.append(f"lan_init={self.lan_init!r}: expected one of {LAN_INITS}")
         if self.amp not in AMP_MODES:
             problems.append(f"amp={self.amp!r}: expected one of {AMP_MODES}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            problems.append(f"lr_schedule={self.lr_schedule!r}: expected one of {LR_SCHEDULES}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer={self.optimizer!r}: expected one of {OPTIMIZERS}")
+        problems += self._option_problems()
         if 2 * self.crop_pad >= min(self.input_height, self.input_width):
             problems.append(f"crop_pad={self.crop_pad}: must be below half the smaller input side "
                             f"({min(self.input_height, self.input_width)} pixels)")
@@ -104,6 +126,26 @@ class TrainConfig:
         if problems:
             raise FMNInputError("invalid training configuration: " + "; ".join(problems))
         return self
+
+    def _option_problems(self) -> list[str]:
+        """Combinations of the re-ID options that cannot work, each naming both fields."""
+        problems = []
+        if self.instances_per_identity > 0 and self.batch_size % self.instances_per_identity:
+            problems.append(f"batch_size={self.batch_size} is not a multiple of instances_per_identity="
+                            f"{self.instances_per_identity}: a P x K batch holds P identities of K images each")
+        if self.triplet_weight > 0 and self.instances_per_identity < 2:
+            problems.append(f"triplet_weight={self.triplet_weight} needs instances_per_identity of at least 2, got "
+                            f"{self.instances_per_identity}: batch-hard mining needs two images of each identity in "
+                            "every batch")
+        if self.bn_neck and self.batch_size < 2:
+            problems.append(f"bn_neck=True needs batch_size of at least 2, got {self.batch_size}: BatchNorm "
+                            "cannot normalise a batch of one")
+        if self.warmup_epochs > 0 and self.lr_schedule == "step":
+            problems += [f"{name}={getattr(self, name)}: must come after warmup_epochs={self.warmup_epochs} "
+                         "(lr_schedule='step' drops the rate after the warmup); use a later drop or fewer warmup "
+                         "epochs" for name in ("stage1_lr_drop_epoch", "stage2_lr_drop_epoch")
+                         if getattr(self, name) <= self.warmup_epochs]
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -166,6 +208,12 @@ FIELD_LIMITS: dict[str, tuple[float, float, bool]] = {
     "seed": (0, 2**63 - 1, False),
     "checkpoint_every": (1, 1000, False),
     "decode_workers": (0, 256, False),
+    "random_erasing": (0, 1, False),
+    "label_smoothing": (0, 0.5, False),  # beyond 0.5 the true class would get less than half the target mass
+    "warmup_epochs": (0, 1000, False),
+    "triplet_weight": (0, 100, False),
+    "triplet_margin": (0, 100, False),
+    "instances_per_identity": (0, 4096, False),
 }
 
 

@@ -13,6 +13,11 @@ each epoch's batch order and augmentation are seeded by (seed, epoch), ends
 with the same weights as an uninterrupted run. Per-epoch metrics go to
 ``stage1_metrics.jsonl`` / ``stage2_metrics.jsonl``.
 
+The re-ID options of :class:`TrainConfig` (label smoothing, the triplet loss,
+P x K batches, random erasing, BNNeck, warmup, cosine, AdamW) apply to both
+stages and are off by default; with them off a stage runs exactly the code
+path it ran before they existed.
+
 On CUDA: bf16 autocast, channels_last, data already on the GPU, and no
 host-device synchronisation inside the step loop. Under ``torchrun`` the
 model is wrapped in DistributedDataParallel and each rank trains on its shard.
@@ -41,7 +46,7 @@ from fmn_core.engine.distributed import DistContext, all_reduce_sum, barrier, in
 from fmn_core.engine.out_lock import training_output
 from fmn_core.engine.progress import DeviceMeter, EpochProgress, write_metrics_log
 from fmn_core.engine.recipes import config_file, save_config
-from fmn_core.losses import identity_loss, ranking_loss
+from fmn_core.losses import batch_hard_triplet_loss, identity_loss, ranking_loss
 from fmn_core.models import FeatureMaskNetwork
 from fmn_core.models.backbone import prefers_channels_last
 from fmn_core.models.mixing import mask_diagnostics
@@ -126,16 +131,32 @@ def _train_split(table: pd.DataFrame) -> tuple[list[str], list[int], dict[int, i
 
 
 def _comparable(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in RUNTIME_FIELDS}
+    """A config for the resume check; fields a checkpoint predates take their defaults (all off, as it trained)."""
+    return {k: v for k, v in {**_DEFAULTS, **config}.items() if k not in RUNTIME_FIELDS}
+
+
+_DEFAULTS = TrainConfig().to_dict()
+
+
+def _add_triplet(loss: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, config: TrainConfig,
+                 stats: list[torch.Tensor], n: torch.Tensor) -> torch.Tensor:
+    """``loss + triplet_weight * triplet`` on the retrieval feature, its value logged before the count; off at 0."""
+    if config.triplet_weight <= 0:
+        return loss
+    triplet = batch_hard_triplet_loss(features, labels, config.triplet_margin)
+    stats.insert(-1, triplet.detach().double() * n)
+    return loss + config.triplet_weight * triplet
 
 
 def _stage1_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     out = model(images, branch="grn")
-    loss = identity_loss(out.grn_logits, labels)
+    loss = identity_loss(out.grn_logits, labels, config.label_smoothing)
     n = torch.tensor(labels.shape[0], device=labels.device, dtype=torch.float64)
     correct = (out.grn_logits.argmax(1) == labels).sum()
-    return loss, torch.stack([loss.detach().double() * n, correct.double(), n])
+    stats = [correct.double(), n]
+    loss = _add_triplet(loss, out.g, labels, config, stats, n)
+    return loss, torch.stack([loss.detach().double() * n, *stats])
 
 
 STAGE1_METRICS = ["loss", "acc", "count"]
@@ -144,17 +165,64 @@ STAGE1_METRICS = ["loss", "acc", "count"]
 def _stage2_step(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
                  config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     out = model(images, branch="all")
-    ce = identity_loss(out.lan_logits, labels)
-    rank = ranking_loss(out.grn_logits, out.lan_logits, labels, config.margin)
+    ce = identity_loss(out.lan_logits, labels, config.label_smoothing)
+    rank = ranking_loss(out.grn_logits, out.lan_logits, labels, config.margin)  # eq. 5: the plain softmax
     loss = ce + config.rank_weight * rank
     n = torch.tensor(labels.shape[0], device=labels.device, dtype=torch.float64)
     lan_correct = (out.lan_logits.argmax(1) == labels).sum().double()
     grn_correct = (out.grn_logits.argmax(1) == labels).sum().double()
-    return loss, torch.stack([loss.detach().double() * n, ce.detach().double() * n, rank.detach().double() * n,
-                              lan_correct, grn_correct, n])
+    stats = [ce.detach().double() * n, rank.detach().double() * n, lan_correct, grn_correct, n]
+    loss = _add_triplet(loss, out.l, labels, config, stats, n)
+    return loss, torch.stack([loss.detach().double() * n, *stats])
 
 
 STAGE2_METRICS = ["loss", "ce", "rank", "acc", "grn_acc", "count"]
+
+
+def metric_names(stage: int, config: TrainConfig) -> list[str]:
+    """The per-epoch metrics of a stage, in the order its step returns them ('triplet' only when it is on)."""
+    names = STAGE1_METRICS if stage == 1 else STAGE2_METRICS
+    return [*names[:-1], "triplet", names[-1]] if config.triplet_weight > 0 else list(names)
+
+
+#: Linear warmup starts at this fraction of the stage's learning rate (Bag of Tricks' 0.1).
+WARMUP_START_FACTOR = 0.1
+
+
+def stage_settings(config: TrainConfig, stage: int) -> tuple[int, float, int]:
+    """(epochs, learning rate, drop epoch) of a stage."""
+    return ((config.stage1_epochs, config.stage1_lr, config.stage1_lr_drop_epoch) if stage == 1 else
+            (config.stage2_epochs, config.stage2_lr, config.stage2_lr_drop_epoch))
+
+
+def build_optimizer(model: FeatureMaskNetwork, config: TrainConfig, stage: int) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's) or AdamW, over the trainable parameters; the MN keeps its mask_lr_scale."""
+    lr = stage_settings(config, stage)[1]
+    groups = _parameter_groups(model, lr, config)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                    stage: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The stage's learning-rate schedule, stepped once per epoch.
+
+    ``warmup_epochs`` ramps linearly from WARMUP_START_FACTOR of the rate (LinearLR), then SequentialLR hands over
+    to the drop by ``lr_gamma`` at the stage's drop epoch (MultiStepLR, counted from the stage's start) or to a
+    cosine decay reaching 0 at the stage's end (CosineAnnealingLR over the epochs after the warmup). Without
+    warmup the step schedule is the bare MultiStepLR of the paper's recipe.
+    """
+    epochs, _, drop = stage_settings(config, stage)
+    warmup = config.warmup_epochs
+    if config.lr_schedule == "cosine":
+        main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup))
+    else:
+        main = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop - warmup], gamma=config.lr_gamma)
+    if warmup == 0:
+        return main
+    ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=WARMUP_START_FACTOR, total_iters=warmup)
+    return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, main], milestones=[warmup])
 
 
 def _run_stage(*, stage: int, out_dir: Path, runtime: _Runtime, **kwargs) -> TrainResult:
@@ -167,9 +235,8 @@ def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, t
                 out_dir: Path, runtime: _Runtime, resume: bool, progress: bool,
                 on_epoch_end: EpochCallback | None, cache: ImageCache | None, extra: dict) -> TrainResult:
     start_wall = time.perf_counter()
-    epochs, lr, drop = ((config.stage1_epochs, config.stage1_lr, config.stage1_lr_drop_epoch) if stage == 1 else
-                        (config.stage2_epochs, config.stage2_lr, config.stage2_lr_drop_epoch))
-    step_fn, metric_names = (_stage1_step, STAGE1_METRICS) if stage == 1 else (_stage2_step, STAGE2_METRICS)
+    epochs = stage_settings(config, stage)[0]
+    step_fn, names = (_stage1_step if stage == 1 else _stage2_step), metric_names(stage, config)
     paths, labels, label_map, fingerprint = _train_split(table)
     extra = {**extra, "train_fingerprint": fingerprint}
     context, device = runtime.context, runtime.device
@@ -180,9 +247,8 @@ def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, t
     model.to(device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(_parameter_groups(model, lr, config), lr=lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop], gamma=config.lr_gamma)
+    optimizer = build_optimizer(model, config, stage)
+    scheduler = build_scheduler(optimizer, config, stage)
 
     start_epoch, history = 0, []
     if resume and partial_path.is_file():
@@ -207,7 +273,8 @@ def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, t
     batches = CachedBatches(cache, labels, config.batch_size, augment=True, pad=config.crop_pad,
                             flip_prob=config.flip_prob, seed=config.seed
                             + 7919 * stage, device=device, channels_last=runtime.channels_last,
-                            rank=context.rank, world_size=context.world_size)
+                            rank=context.rank, world_size=context.world_size, erase_prob=config.random_erasing,
+                            instances_per_identity=config.instances_per_identity)
     if len(batches) == 0:
         raise FMNInputError(f"{len(paths)} training images make no full batch of {config.batch_size} "
                             f"(on {context.world_size} process(es)); lower batch_size")
@@ -219,7 +286,7 @@ def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, t
     for epoch in range(start_epoch, epochs):
         wrapped.train()
         batches.set_epoch(epoch)
-        meter = DeviceMeter(metric_names, device)
+        meter = DeviceMeter(names, device)
         bar = EpochProgress(len(batches), f"stage {stage} epoch {epoch + 1}/{epochs}", progress and context.is_main)
         current_lr = optimizer.param_groups[0]["lr"]
         epoch_start = time.perf_counter()
@@ -234,7 +301,7 @@ def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, t
             meter.add(stats)
             bar.step(images.shape[0], meter, "loss", "acc")
         scheduler.step()
-        totals = dict(zip(metric_names, all_reduce_sum(meter.sums.clone(), context).tolist(), strict=True))
+        totals = dict(zip(names, all_reduce_sum(meter.sums.clone(), context).tolist(), strict=True))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - epoch_start
@@ -337,7 +404,7 @@ def stage2_model(grn_state: dict, config: TrainConfig, num_classes: int, source:
         raise CheckpointError(f"{source} is not a finished stage-1 (GRN) checkpoint "
                               f"(stage {grn_state['stage']}, complete={grn_state['complete']})")
     grn_config = TrainConfig.from_dict(grn_state["config"])
-    for name in ("arch", "input_height", "input_width"):
+    for name in ("arch", "input_height", "input_width", "bn_neck"):
         if getattr(grn_config, name) != getattr(config, name):
             raise CheckpointError(f"{source} was trained with {name}={getattr(grn_config, name)!r} but stage 2 "
                                   f"is configured with {name}={getattr(config, name)!r}")
@@ -357,7 +424,7 @@ def stage2_model(grn_state: dict, config: TrainConfig, num_classes: int, source:
         source_key = key
         if config.lan_init == "grn" and key.startswith("lan_stages."):
             source_key = "grn_stages." + key[len("lan_stages."):]
-        if key.startswith(("grn_stages.", "grn_classifier.", "lan_stages.")):
+        if key.startswith(("grn_stages.", "grn_neck.", "grn_classifier.", "lan_stages.")):
             if source_key not in weights:
                 raise CheckpointError(f"{source} holds no initial weights for {key}: it was built with masked_layer="
                                       f"{grn_config.masked_layer!r}; train the GRN with masked_layer='pool1'")

@@ -28,6 +28,10 @@ def ranking_loss(grn_logits: torch.Tensor, lan_logits: torch.Tensor, targets: to
     return torch.clamp(p_global - p_local + margin, min=0).mean()
 
 
-def identity_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Eq. (4): softmax cross-entropy over the r training identities, in float32."""
-    return F.cross_entropy(logits.float(), targets)
+def identity_loss(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Eq. (4): softmax cross-entropy over the r training identities, in float32.
+
+    ``label_smoothing`` (not in the paper; Szegedy et al., used by re-ID's Bag of Tricks) mixes the one-hot target
+    with a uniform one, so an over-confident identity classifier is penalised.
+    """
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)

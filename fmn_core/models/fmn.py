@@ -16,6 +16,13 @@
 
 The GRN's stem up to the masked layer feeds the LAN (Figure 2), so a frozen
 GRN in stage 2 also fixes the local features the mask is applied to.
+
+With ``bn_neck`` (not in the paper; Luo et al., "Bag of Tricks", 2019) each
+identity classifier reads its feature through a BatchNorm1d whose bias stays 0,
+and has no bias itself: the cross-entropy then shapes a normalised copy while
+g and l, taken before the BatchNorm, stay the retrieval features (eq. 6, the MN's
+input, the triplet loss). Without it the necks are identities with no weights,
+so checkpoints keep their keys.
 """
 
 from __future__ import annotations
@@ -42,11 +49,22 @@ def feature_map_size(input_size: tuple[int, int], stage: str, arch: str = "resne
     return height, width
 
 
-def _identity_classifier(in_dim: int, num_classes: int) -> nn.Linear:
-    layer = nn.Linear(in_dim, num_classes)
+def _identity_classifier(in_dim: int, num_classes: int, bias: bool = True) -> nn.Linear:
+    layer = nn.Linear(in_dim, num_classes, bias=bias)
     nn.init.normal_(layer.weight, std=0.001)
-    nn.init.zeros_(layer.bias)
+    if bias:
+        nn.init.zeros_(layer.bias)
     return layer
+
+
+def _neck(width: int, enabled: bool) -> nn.Module:
+    """BNNeck's BatchNorm1d with its bias fixed at 0, as Bag of Tricks has it (a learned shift would bring back the
+    classifier bias the neck drops); an identity, without weights, when off."""
+    if not enabled:
+        return nn.Identity()
+    norm = nn.BatchNorm1d(width)
+    norm.bias.requires_grad_(False)
+    return norm
 
 
 def descriptors_from_features(g: torch.Tensor, l: torch.Tensor, alpha: float = 0.5,  # noqa: E741
@@ -85,7 +103,7 @@ class FeatureMaskNetwork(nn.Module):
     def __init__(self, num_classes: int, arch: str = "resnet50", pretrained: str = "none",
                  masked_layer: str = "pool1", input_size: tuple[int, int] = (256, 128), log_mask_max: float = 1.0,
                  normalize_global: bool = True, constant_mask: bool = False, mask_cell: int = 1,
-                 mask_mean_one: bool = False):
+                 mask_mean_one: bool = False, bn_neck: bool = False):
         super().__init__()
         if num_classes < 2:
             raise FMNInputError(f"num_classes must be at least 2 training identities, got {num_classes}")
@@ -102,8 +120,10 @@ class FeatureMaskNetwork(nn.Module):
         self.lan_stages = nn.ModuleDict({name: copy.deepcopy(stages[name]) for name in lan_names})
         self.grn_stages = stages
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.grn_classifier = _identity_classifier(width, num_classes)
-        self.lan_classifier = _identity_classifier(width, num_classes)
+        self.grn_classifier = _identity_classifier(width, num_classes, bias=not bn_neck)
+        self.lan_classifier = _identity_classifier(width, num_classes, bias=not bn_neck)
+        self.bn_neck = bn_neck
+        self.grn_neck, self.lan_neck = _neck(width, bn_neck), _neck(width, bn_neck)
         self.mixing = MixingNetwork(width, feature_map_size(self.input_size, self.tap_stage, arch), log_mask_max,
                                     normalize_global=normalize_global, constant=constant_mask, mask_cell=mask_cell,
                                     mean_one=mask_mean_one)
@@ -111,14 +131,14 @@ class FeatureMaskNetwork(nn.Module):
 
     # -- stage control ---------------------------------------------------------------------------
     def grn_modules(self) -> list[nn.Module]:
-        return [self.grn_stages, self.grn_classifier]
+        return [self.grn_stages, self.grn_neck, self.grn_classifier]
 
     def local_modules(self) -> list[nn.Module]:
-        """What stage 2 trains: the MN and the LAN (with its classifier)."""
-        return [self.mixing, self.lan_stages, self.lan_classifier]
+        """What stage 2 trains: the MN and the LAN (with its neck and classifier)."""
+        return [self.mixing, self.lan_stages, self.lan_neck, self.lan_classifier]
 
     def freeze_grn(self) -> None:
-        """Fix theta_g: no gradients, and BatchNorm statistics stay as stage 1 left them."""
+        """Fix theta_g: no gradients, and BatchNorm statistics (the neck's too) stay as stage 1 left them."""
         self._grn_frozen = True
         for module in self.grn_modules():
             module.requires_grad_(False)
@@ -148,7 +168,8 @@ class FeatureMaskNetwork(nn.Module):
     def forward_grn(self, images: torch.Tensor, return_maps: bool = False) -> FMNOutput:
         """Stage 1 (Algorithm 1, lines 1-2): the GRN alone."""
         _, last_map, g = self._grn(images)
-        return FMNOutput(g=g, grn_logits=self.grn_classifier(g), grn_map=last_map if return_maps else None)
+        return FMNOutput(g=g, grn_logits=self.grn_classifier(self.grn_neck(g)),
+                         grn_map=last_map if return_maps else None)
 
     def forward(self, images: torch.Tensor, branch: str = "all", return_maps: bool = False) -> FMNOutput:
         """``branch='all'``: GRN -> mask -> LAN (stage 2, test time); ``'grn'``: the GRN alone (stage 1).
@@ -162,11 +183,11 @@ class FeatureMaskNetwork(nn.Module):
             raise FMNInputError(f"branch must be 'all' or 'grn', got {branch!r}")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self._grn_frozen):
             local, grn_map, g = self._grn(images)
-            grn_logits = self.grn_classifier(g)
+            grn_logits = self.grn_classifier(self.grn_neck(g))
         mixed, mask = self.mixing(local, g)
         x = mixed
         for stage in self.lan_stages.values():
             x = stage(x)
         l = torch.flatten(self.pool(x), 1)  # noqa: E741
-        return FMNOutput(g=g, grn_logits=grn_logits, l=l, lan_logits=self.lan_classifier(l), mask=mask,
+        return FMNOutput(g=g, grn_logits=grn_logits, l=l, lan_logits=self.lan_classifier(self.lan_neck(l)), mask=mask,
                          grn_map=grn_map if return_maps else None, lan_map=x if return_maps else None)

@@ -130,8 +130,16 @@ def _crash_after(epoch_to_crash: int, stage: int):
     return callback
 
 
-def test_resumed_training_matches_an_uninterrupted_run(tiny_table, tmp_path):
-    config = preset("cpu", stage1_epochs=3, stage1_lr_drop_epoch=2, stage2_epochs=2, stage2_lr_drop_epoch=1, **FAST)
+#: every re-ID option on: their state (warmup + cosine schedule, AdamW moments, P x K plans, erasing draws, the necks'
+#: statistics) must resume exactly too
+OPTIONS = dict(random_erasing=0.5, label_smoothing=0.1, warmup_epochs=1, lr_schedule="cosine", optimizer="adamw",
+               bn_neck=True, triplet_weight=1.0, instances_per_identity=4, stage1_lr=3e-4, stage2_lr=3e-4)
+
+
+@pytest.mark.parametrize("options", [{}, OPTIONS], ids=["paper_options", "re_id_options"])
+def test_resumed_training_matches_an_uninterrupted_run(tiny_table, tmp_path, options):
+    config = preset("cpu", stage1_epochs=3, stage1_lr_drop_epoch=2, stage2_epochs=2, stage2_lr_drop_epoch=1,
+                    **{**FAST, **options})
     straight = tmp_path / "straight"
     s1 = train_stage1(tiny_table, config, straight, progress=False)
     s2 = train_stage2(tiny_table, config, s1.checkpoint, straight, progress=False)

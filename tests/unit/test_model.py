@@ -135,3 +135,51 @@ def test_bad_arguments():
     model = FeatureMaskNetwork(5, arch="resnet18", input_size=(64, 32))
     with pytest.raises(ValueError, match="built for another input size"):
         model(torch.randn(1, 3, 128, 64))
+
+
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+@pytest.mark.parametrize(("input_size", "mask_size"), [((160, 64), (40, 16)), ((256, 128), (64, 32))])
+def test_lite_backbones_train_at_the_common_re_id_input_sizes(arch, input_size, mask_size):
+    """160x64 and 256x128 with the mask at the stride-4 output: a 40x16 and a 64x32 mask, and a training step."""
+    torch.manual_seed(0)
+    model = FeatureMaskNetwork(4, arch=arch, masked_layer="res2", input_size=input_size)
+    assert model.mixing.mask_size == mask_size
+    out = model(torch.randn(2, 3, *input_size))
+    assert out.mask.shape == (2, *mask_size) and out.g.shape == out.l.shape == (2, 1280)
+    (out.grn_logits.sum() + out.lan_logits.sum()).backward()
+    assert model.mixing.transform.weight.grad is not None
+
+
+def test_bn_neck_normalises_the_classifier_input_and_returns_the_feature_before_it():
+    torch.manual_seed(0)
+    plain = FeatureMaskNetwork(5, arch="resnet18", input_size=(64, 32))
+    torch.manual_seed(0)
+    necked = FeatureMaskNetwork(5, arch="resnet18", input_size=(64, 32), bn_neck=True)
+    for neck, classifier in ((necked.grn_neck, necked.grn_classifier), (necked.lan_neck, necked.lan_classifier)):
+        assert isinstance(neck, torch.nn.BatchNorm1d) and classifier.bias is None
+        assert not neck.bias.requires_grad and torch.equal(neck.bias, torch.zeros(512)) and neck.weight.requires_grad
+    assert isinstance(plain.grn_neck, torch.nn.Identity) and plain.grn_classifier.bias is not None
+    # keys change only with the neck on: a checkpoint of a network without it loads as before
+    added = set(necked.state_dict()) - set(plain.state_dict())
+    assert {k.split(".")[0] for k in added} == {"grn_neck", "lan_neck"}
+    assert set(plain.state_dict()) - set(necked.state_dict()) == {"grn_classifier.bias", "lan_classifier.bias"}
+    images = torch.randn(4, 3, 64, 32)
+    out = necked(images)
+    g = torch.flatten(necked.pool(necked._grn(images)[1]), 1)
+    assert torch.allclose(out.g, g)  # g (and l) are the pooled features, before the BatchNorm
+    for feature, logits, classifier in ((g, out.grn_logits, necked.grn_classifier),
+                                        (out.l, out.lan_logits, necked.lan_classifier)):
+        normalised = (feature - feature.mean(0)) / torch.sqrt(feature.var(0, unbiased=False) + 1e-5)
+        assert torch.allclose(logits, classifier(normalised), atol=1e-5)  # the classifier sees the batch-normed copy
+
+
+def test_freezing_the_grn_freezes_its_neck_too():
+    model = FeatureMaskNetwork(5, arch="resnet18", input_size=(64, 32), bn_neck=True)
+    model.freeze_grn()
+    model.train()
+    assert not model.grn_neck.training and not any(p.requires_grad for p in model.grn_neck.parameters())
+    assert model.lan_neck.training and model.lan_neck.weight.requires_grad
+    before = model.grn_neck.running_mean.clone()
+    model(torch.randn(4, 3, 64, 32))
+    assert torch.equal(model.grn_neck.running_mean, before)  # statistics stay as stage 1 left them
+    assert not torch.equal(model.lan_neck.running_mean, torch.zeros(512))
