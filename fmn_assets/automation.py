@@ -19,6 +19,11 @@ fmn_pipeline_paper = dg.define_asset_job(
     description="The whole graph with the paper's recipe (ResNet-50 from ImageNet, 224x224, section 4.2).",
     config=dg.RunConfig(ops={"grn_checkpoint": GRNTrainingConfig(recipe="paper")}))
 
+fmn_deploy = dg.define_asset_job(
+    "fmn_deploy", selection=dg.AssetSelection.assets("deployed_model"),
+    description="The promotion gate alone, for operators: with action promote (a candidate by hand) or rollback (an "
+                "earlier champion) and a reason in the launchpad; auto re-runs the gate on the latest trained model.")
+
 #: When the raw datasets are observed (their DVC versions read with `dvc ls`): hourly by default.
 OBSERVE_CRON = environment.OBSERVE_CRON.value()
 #: How often the automation sensor evaluates the conditions below, once a user turns it on.

@@ -45,3 +45,4 @@ EVALUATION_CODE = code_version("fmn_core.retrieval", "fmn_core.viz")
 EXPORT_CODE = code_version("fmn_core.models", "fmn_core.engine.checkpoint", "fmn_core.export.onnx_export",
                            "fmn_core.retrieval.onnx_format", "fmn_core.retrieval.extractor")
 MODEL_CARD_CODE = code_version("fmn_core.export.model_card")
+DEPLOYMENT_CODE = code_version("fmn_assets.promotion", "fmn_core.retrieval")

@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from fmn_assets.launchers import Launcher, torchrun_command
+from fmn_assets.promotion import DEFAULT_COMPARED, DEFAULT_TOLERANCE, SCORE_METRICS, SCORE_ROWS, parse_compared
 from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
 from fmn_core.engine.config import (
     AMP_MODES,
@@ -248,6 +249,43 @@ class OnnxExportConfig(StepConfig):
         if unknown or not self.outputs:
             return [f"outputs={self.outputs}: expected a non-empty list of {', '.join(DESCRIPTOR_KINDS)}"]
         return []
+
+
+class DeploymentAction(StrEnum):
+    auto = "auto"
+    promote = "promote"
+    rollback = "rollback"
+
+
+class DeploymentConfig(StepConfig):
+    """The promotion gate: which model the partition deploys (the champion), and the operator's overrides."""
+
+    action: DeploymentAction = Field(DeploymentAction.auto, description=(
+        "auto: the latest trained model (the challenger) replaces the deployed one only if it is not worse on the "
+        "compared scores by more than the tolerance; promote: deploy a candidate by hand; rollback: deploy an "
+        "earlier champion again. Both by hand need a reason"))
+    compare: list[str] = Field(list(DEFAULT_COMPARED), description=(
+        "scores compared on the same split table, as ROW.METRIC: ROW one of " + ", ".join(SCORE_ROWS)
+        + "; METRIC one of " + ", ".join(SCORE_METRICS)))
+    tolerance: float = Field(DEFAULT_TOLERANCE, ge=0, le=100, allow_inf_nan=False,
+                             description="points (of 100) a challenger may lose on a compared score and be promoted")
+    candidate: str = Field("", description="promote: the md5 of the fmn.pt to deploy (a challenger in the "
+                                           "history); empty: the latest trained")
+    rollback_to: str = Field("", description="rollback: the md5 of an earlier champion's fmn.pt; empty: the one "
+                                             "deployed before the current one")
+    operator: str = Field("", description="who decided (recorded with the decision; empty: the user running it)")
+    reason: str = Field("", description="why (required for promote and rollback; recorded with the decision)")
+    flip: bool = Field(False, description="descriptors averaged with the mirrored image (as descriptor_tables' flip)")
+
+    def problems(self) -> list[str]:
+        found = []
+        try:
+            parse_compared(self.compare)
+        except ValueError as exc:
+            found.append(str(exc))
+        if self.action is not DeploymentAction.auto and not self.reason.strip():
+            found.append(f"action={self.action.value} needs a reason (recorded with the decision)")
+        return found
 
 
 class ModelCardConfig(StepConfig):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dagster as dg
 
 from fmn_assets.assets import ASSETS, CHECKS
-from fmn_assets.automation import fmn_automation, fmn_pipeline, fmn_pipeline_paper
+from fmn_assets.automation import fmn_automation, fmn_deploy, fmn_pipeline, fmn_pipeline_paper
 from fmn_assets.environment import EXECUTOR
 from fmn_assets.resources import DVCResource, ProjectPaths
 
@@ -39,7 +39,7 @@ def executor() -> dg.ExecutorDefinition:
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[fmn_pipeline, fmn_pipeline_paper],
+    jobs=[fmn_pipeline, fmn_pipeline_paper, fmn_deploy],
     sensors=[fmn_automation],
     resources={"paths": ProjectPaths(), "dvc": DVCResource()},
     executor=executor(),

@@ -89,6 +89,20 @@ RUN_CONFIG_EXAMPLE = ("a YAML mapping in the launchpad's shape, e.g. 'ops:' / ' 
                       "'      overrides: {stage1_epochs: 2}'")
 
 
+def latest_metadata(home: Path, partition: str, asset: str) -> dict[str, Any]:
+    """The metadata values of the newest materialization of ``asset`` for ``partition`` ({} when none)."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(home)
+    with dg.DagsterInstance.get() as instance:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1)
+    for record in records.records:
+        if record.asset_materialization:
+            return {key: getattr(value, "value", value) for key, value in record.asset_materialization.metadata.items()}
+    return {}
+
+
 def read_run_config(path: Path | None) -> dict[str, Any]:
     """The user's run config YAML (the launchpad's shape), or an empty one; SystemExit naming the file otherwise."""
     import yaml
@@ -234,9 +248,16 @@ def main(argv: list[str] | None = None) -> int:
               "(no seed study recorded)")
     pictures = sorted((artifacts / "pictures").glob("*.png"))
     print("pictures:\n" + "\n".join(f"  {p}" for p in pictures))
-    print(f"model card: {artifacts / 'MODEL_CARD.md'}\nONNX model: {artifacts / 'fmn.onnx'} (search a gallery: "
-          f"{Path(sys.executable).with_name('fmn')} search --gallery {artifacts / 'gallery_descriptors.parquet'} "
-          f"--model {artifacts / 'fmn.onnx'} QUERY_IMAGE --out result.png)")
+    deployed = artifacts / "deployed"
+    print(f"trained model card: {artifacts / 'MODEL_CARD.md'}")
+    decision = latest_metadata(home, args.partition, "deployed_model")
+    if decision:
+        print(f"\ndeployed model: the candidate was {decision['decision']}: {decision['reason']}\n"
+              f"  {deployed} (fmn.pt, fmn.onnx, MODEL_CARD.md, gallery descriptors); every decision: "
+              f"{artifacts / 'promotions.jsonl'}\n"
+              f"  search with it: {Path(sys.executable).with_name('fmn')} search --gallery "
+              f"{deployed / 'gallery_descriptors.parquet'} --model {deployed / 'fmn.onnx'} QUERY_IMAGE --out "
+              "result.png")
     print(f"artifacts (DVC-tracked: *.dvc next to them): {artifacts}")
     print(f"\nrecord this run's DVC pointers in git (in {root}; each step already pushed the data and artifacts to "
           f"the DVC remote, or says dvc_pushed: false in its metadata):\n  {git_commit_line(root, args.partition)}")

@@ -79,6 +79,18 @@ class ProjectPaths(dg.ConfigurableResource):
         """The model card, next to the checkpoint."""
         return self.artifacts(dataset) / "MODEL_CARD.md"
 
+    def deployed(self, dataset: str) -> Path:
+        """The deployed (champion) model's folder: fmn.pt, fmn.onnx, MODEL_CARD.md, its gallery and champion.json."""
+        return self.artifacts(dataset) / "deployed"
+
+    def promotions(self, dataset: str) -> Path:
+        """Every promotion decision of the partition, one JSON object per line."""
+        return self.artifacts(dataset) / "promotions.jsonl"
+
+    def gate_cache(self, dataset: str) -> Path:
+        """Descriptors the promotion gate extracted, by checkpoint and split table (not versioned: derived)."""
+        return self.artifacts(dataset) / ".gate_cache"
+
     def _resolve(self, path: str) -> Path:
         resolved = Path(path).expanduser()
         return resolved if resolved.is_absolute() else self.root / resolved
@@ -228,6 +240,14 @@ class DVCResource(dg.ConfigurableResource):
         message = " ".join(lines[-3:])
         return False, (f"push to {where} failed; the artifact is kept locally and the next push of these pointers "
                        f"uploads it (`dvc push {shlex.join(targets)}`): {message}")[:800]
+
+    def cached_object(self, md5: str) -> Path | None:
+        """The file DVC's cache holds for ``md5`` (a file it added or pulled), or None when it holds none."""
+        result = self._dvc("cache", "dir", timeout=120)
+        cache = Path(result.stdout.strip()) if result.returncode == 0 and result.stdout.strip() else \
+            self.root / ".dvc" / "cache"
+        candidate = cache / "files" / "md5" / md5[:2] / md5[2:]
+        return candidate if candidate.is_file() else None
 
     def tracked_md5(self, path: Path) -> str | None:
         """The md5 that ``<path>.dvc`` records, or None when the path is not tracked."""

@@ -25,7 +25,7 @@ from tests.helpers import (
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ASSETS = ("dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors", "gallery_descriptors",
-          "evaluation_metrics", "onnx_model", "model_card")
+          "evaluation_metrics", "onnx_model", "model_card", "deployed_model")
 GROUPS = ("data", "training", "retrieval", "evaluation", "deployment")
 
 
@@ -192,5 +192,44 @@ def test_asset_graph_page_in_headless_chromium(dagster_dev, materialized):
             assert page.get_by_role("heading", name="Model card: FMN on synthetic").count() == 1
             page.wait_for_timeout(800)  # the dialog fades in
             page.screenshot(path=str(folder / "model-card.png"))
+        finally:
+            browser.close()
+
+
+WEAKER = {"grn_checkpoint": {"config": {"overrides": {**TINY_RUN_CONFIG["ops"]["grn_checkpoint"]["config"]["overrides"],
+                                                      "pretrained": "none", "stage1_epochs": 1, "stage1_lr": 1e-6}}},
+          "fmn_checkpoint": {"config": {"overrides": {**TINY_RUN_CONFIG["ops"]["fmn_checkpoint"]["config"]["overrides"],
+                                                      "stage2_lr": 1e-6}}}}
+
+
+def test_the_promotion_decision_reads_in_the_browser(dagster_dev, materialized):
+    """A weaker retraining is kept out; its asset page shows the decision and both models' scores side by side."""
+    assert CHROMIUM, "FMN_REQUIRE_BROWSER=1 but no chromium on PATH"
+    from playwright.sync_api import sync_playwright
+
+    url, project, folder = dagster_dev
+    launch(url, "fmn_pipeline", {"ops": {**TINY_DATA_CONFIG["ops"], **TINY_RUN_CONFIG["ops"], **WEAKER}})
+    last = json.loads((Path(project) / "artifacts" / "synthetic" / "promotions.jsonl").read_text().splitlines()[-1])
+    assert last["decision"] == "kept"
+    champion = f"{last['comparison'][0]['champion']:.2f}"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.add_locator_handler(page.get_by_text("Join the Dagster community"),
+                                     lambda: page.get_by_role("button", name="Skip").click())
+            page.goto(f"{url}/assets/deployed_model?view=events", wait_until="networkidle", timeout=60_000)
+            page.get_by_text("decision_summary").first.wait_for(timeout=60_000)
+            page.get_by_text("[Show Markdown]").first.click(timeout=60_000)
+            page.get_by_role("heading", name="Candidate kept").wait_for(timeout=30_000)
+            dialog = page.get_by_role("dialog")
+            assert dialog.get_by_role("cell", name="FMN rank1", exact=True).count() == 1
+            assert dialog.get_by_role("cell", name=champion, exact=True).count() >= 1
+            assert dialog.get_by_text("worse than the deployed model").count() >= 1
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(folder / "promotion-decision.png"))
         finally:
             browser.close()

@@ -128,7 +128,7 @@ def test_full_graph_succeeds_with_rich_metadata(trained):
     assert result.success, failure_messages(result)
     mats = materializations(result)
     assert set(mats) == {"dataset_splits", "grn_checkpoint", "fmn_checkpoint", "query_descriptors",
-                         "gallery_descriptors", "evaluation_metrics", "onnx_model", "model_card"}
+                         "gallery_descriptors", "evaluation_metrics", "onnx_model", "model_card", "deployed_model"}
     splits = mats["dataset_splits"].metadata
     images = generated_images(project)
     assert splits["dagster/row_count"].value == sum(images.values())  # junk boxes (pid -1) are not rows

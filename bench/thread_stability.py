@@ -1,0 +1,98 @@
+"""How far round-off alone moves a result: the same seed trained with 1 and with 2 CPU threads.
+
+    python bench/thread_stability.py --name cpu_synthetic                               # synthetic 'small', cpu
+    python bench/thread_stability.py --name cuhk01_val --dataset cuhk01 --root /data/CUHK01/campus \\
+        --reader-option validation_identities=100 --config cuhk01_cpu
+
+The thread count changes the order of floating-point sums, so the two trainings start from the same weights and
+batches and drift apart by round-off only. Both stages are trained twice through ``bench/ablation.py`` (variant
+``fmn``, one seed), each in its own process with ``FMN_THREADS`` pinned; finished runs are reused. Writes the
+entry ``--name`` of ``docs/results/thread_stability.json`` (and ``.md``): GRN, LAN and FMN rank-1 / mAP at 1 and 2
+threads and their differences, next to the seed spread when ``--seed-study`` names an ablation JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from machine import cpu_model
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results" / "thread_stability.json"
+ROWS = ("GRN", "LAN", "FMN")
+THREADS = (1, 2)
+
+
+def train(threads: int, args: argparse.Namespace, passthrough: list[str]) -> dict:
+    """Both stages of one seed with ``threads`` threads (a process of its own); the validation / test scores."""
+    out = args.out / args.name / f"threads{threads}"
+    command = [sys.executable, str(ROOT / "bench" / "ablation.py"), *passthrough, "--seeds", str(args.seed),
+               "--variants", "fmn", "--alphas", "--out", str(out)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "FMN_THREADS": str(threads)})
+    scores = json.loads((out / "ablation.json").read_text())["per_seed"][str(args.seed)]["fmn"]["scores"]
+    return {"scores": {row: scores[row] for row in ROWS}, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def seed_spread(path: Path | None) -> dict:
+    """rank-1 / mAP std over seeds of each row, from an ablation.json (bench/ablation.py)."""
+    if path is None:
+        return {}
+    rows = {row["row"]: row for row in json.loads(path.read_text())["rows"]}
+    spread = {}
+    for name in ROWS:
+        row = rows.get(f"{name} (Table 1)")
+        if row and len(row["rank1"]) > 1:
+            import statistics
+
+            spread[name] = {m: round(statistics.stdev(row[m]), 2) for m in ("rank1", "mAP")}
+    return spread
+
+
+def markdown(entries: dict) -> str:
+    lines = ["| run | row | 1 thread rank-1 / mAP | 2 threads rank-1 / mAP | difference rank-1 / mAP | seed std "
+             "rank-1 / mAP |", "|---|---|---:|---:|---:|---:|"]
+    for name, entry in entries.items():
+        for row in ROWS:
+            one, two = entry["threads"]["1"]["scores"][row], entry["threads"]["2"]["scores"][row]
+            spread = entry.get("seed_spread", {}).get(row)
+            lines.append(f"| {name} | {row} | {one['rank1']:.2f} / {one['mAP']:.2f} | {two['rank1']:.2f} / "
+                         f"{two['mAP']:.2f} | {two['rank1'] - one['rank1']:+.2f} / {two['mAP'] - one['mAP']:+.2f} | "
+                         + (f"{spread['rank1']:.2f} / {spread['mAP']:.2f} |" if spread else "|"))
+    machines = sorted({entry["machine"] for entry in entries.values()})
+    return "\n".join(lines) + "\n\n" + "; ".join(machines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, help="the entry of the results file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed-study", type=Path, help="an ablation.json whose seed spread to show beside")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "thread_stability")
+    args, passthrough = parser.parse_known_args(argv)  # the rest goes to bench/ablation.py (--dataset, --config ...)
+    if os.cpu_count() is not None and os.cpu_count() < max(THREADS):
+        parser.error(f"this machine has {os.cpu_count()} core(s); the comparison needs {max(THREADS)}")
+    runs = {str(threads): train(threads, args, passthrough) for threads in THREADS}
+    entries = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    entries[args.name] = {"arguments": passthrough, "seed": args.seed, "threads": runs,
+                          "difference": {row: {m: round(runs["2"]["scores"][row][m] - runs["1"]["scores"][row][m], 2)
+                                               for m in ("rank1", "mAP")} for row in ROWS},
+                          "seed_spread": seed_spread(args.seed_study), "machine": f"{cpu_model()}, "
+                          f"{os.cpu_count()} cores", "command": " ".join(["python", "bench/thread_stability.py",
+                                                                          *(argv or sys.argv[1:])])}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(entries, indent=1))
+    text = markdown(entries)
+    RESULTS.with_suffix(".md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
