@@ -211,24 +211,24 @@ def test_the_promotion_decision_reads_in_the_browser(dagster_dev, materialized):
     launch(url, "fmn_pipeline", {"ops": {**TINY_DATA_CONFIG["ops"], **TINY_RUN_CONFIG["ops"], **WEAKER}})
     last = json.loads((Path(project) / "artifacts" / "synthetic" / "promotions.jsonl").read_text().splitlines()[-1])
     assert last["decision"] == "kept"
-    champion = f"{last['comparison'][0]['champion']:.2f}"
+    row = last["comparison"][0]
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page = browser.new_page(viewport={"width": 1600, "height": 1400})
             page.add_locator_handler(page.get_by_text("Join the Dagster community"),
                                      lambda: page.get_by_role("button", name="Skip").click())
+            # the newest materialization's metadata: the decision as a document and the typed comparison table
             page.goto(f"{url}/assets/deployed_model?view=events", wait_until="networkidle", timeout=60_000)
-            page.get_by_text("decision_summary").first.wait_for(timeout=60_000)
-            page.get_by_text("[Show Markdown]").first.click(timeout=60_000)
-            page.get_by_role("heading", name="Candidate kept").wait_for(timeout=30_000)
-            dialog = page.get_by_role("dialog")
-            assert dialog.get_by_role("cell", name="FMN rank1", exact=True).count() == 1
-            assert dialog.get_by_role("cell", name=champion, exact=True).count() >= 1
-            assert dialog.get_by_text("worse than the deployed model").count() >= 1
+            page.get_by_role("heading", name="Candidate kept").wait_for(timeout=60_000)
+            assert page.get_by_text("worse than the deployed model by more than 0.5 points").count() >= 1
+            assert page.get_by_role("cell", name=row["score"], exact=True).count() >= 2  # both tables
+            assert page.get_by_role("cell", name=f"{row['champion']:.2f}", exact=True).count() >= 1  # Markdown
+            assert page.get_by_role("cell", name=str(row["champion"]), exact=True).count() >= 1  # typed table
+            assert page.get_by_role("columnheader", name="within_tolerance", exact=True).count() == 1  # typed
             page.wait_for_timeout(800)
             page.screenshot(path=str(folder / "promotion-decision.png"))
         finally:
