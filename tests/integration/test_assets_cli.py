@@ -34,6 +34,9 @@ def test_main_job_materialises_the_graph_with_the_cli(tmp_path, monkeypatch):
     pictures = project / "artifacts" / "synthetic" / "pictures"
     for name in ("cmc.png", "ranked_lists.png", "heatmaps.png", "training.png"):
         assert str(pictures / name) in result.stdout and (pictures / name).is_file()
+    deployed = project / "artifacts" / "synthetic" / "deployed"
+    assert "deployed model: the candidate was promoted: the first model of 'synthetic' is deployed" in result.stdout
+    assert f"--gallery {deployed / 'gallery_descriptors.parquet'} --model {deployed / 'fmn.onnx'}" in result.stdout
     assert (home / "dagster.yaml").is_file()
     monkeypatch.setenv("DAGSTER_HOME", str(home))  # dagster.yaml places the SQLite storage under $DAGSTER_HOME
     with dg.DagsterInstance.from_config(str(home)) as instance:
