@@ -30,6 +30,7 @@ from fmn_core.engine.config import (
 )
 from fmn_core.engine.recipes import load_recipe, recipe_names
 from fmn_core.models.backbone import ARCHITECTURES, LITE_MASKABLE_LAYERS, MASKABLE_LAYERS
+from fmn_core.models.mixing import MASK_FORMS
 from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS
 from fmn_core.utils.device import DEVICE_CHOICES, device_spelling_problem
 from fmn_core.utils.errors import FMNInputError
@@ -104,6 +105,7 @@ TRAINING_CHOICES: dict[str, type[StrEnum]] = {
     "arch": _choices("Backbone", ARCHITECTURES),
     "masked_layer": _choices("MaskedLayer", {*MASKABLE_LAYERS, *LITE_MASKABLE_LAYERS}),
     "mask_mode": _choices("MaskMode", MASK_MODES),
+    "mask_form": _choices("MaskForm", MASK_FORMS),
     "lan_init": _choices("LanInit", LAN_INITS),
     "amp": _choices("AmpMode", AMP_MODES),
     "lr_schedule": _choices("LrSchedule", LR_SCHEDULES),

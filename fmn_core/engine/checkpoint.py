@@ -137,7 +137,8 @@ def build_model(config: TrainConfig, num_classes: int, pretrained: str | None = 
                               masked_layer=config.masked_layer, input_size=config.input_size,
                               log_mask_max=config.log_mask_max, normalize_global=config.normalize_global,
                               constant_mask=config.mask_mode == "constant", mask_cell=config.mask_cell,
-                              mask_mean_one=config.mask_mean_one, bn_neck=config.bn_neck)
+                              mask_mean_one=config.mask_mean_one, bn_neck=config.bn_neck,
+                              mask_form=config.mask_form)
 
 
 def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

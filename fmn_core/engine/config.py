@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fmn_core.models.backbone import ARCHITECTURES, maskable_layers
+from fmn_core.models.mixing import MASK_FORMS
 from fmn_core.utils.device import device_spelling_problem
 from fmn_core.utils.errors import FMNInputError
 
@@ -70,6 +71,7 @@ class TrainConfig:
     mask_lr_scale: float = 0.1  # the MN learns at this fraction of the stage-2 learning rate
     mask_cell: int = 1  # the MN predicts one value per cell x cell block of the mask (1: every position)
     mask_mean_one: bool = False  # divide each mask by its spatial mean: attention moves, it does not amplify
+    mask_form: str = "amplify"  # eq. (1)-(2)'s [1, e^B]; 'signed': [e^-B, e^B], a mask that can also suppress
     mask_mode: str = "learned"  # 'constant': mask = 1, the control without the MN
     lan_init: str = "theta_o"  # Algorithm 1; 'grn' starts the LAN from the fine-tuned GRN (an ablation)
     # Not in the paper, all off by default; each applies to both stages and leaves eq. 1-6 as they are.
@@ -107,6 +109,8 @@ class TrainConfig:
         elif self.masked_layer not in maskable_layers(self.arch):
             problems.append(f"masked_layer={self.masked_layer!r}: expected one of "
                             f"{sorted(maskable_layers(self.arch))} for {self.arch}")
+        if self.mask_form not in MASK_FORMS:
+            problems.append(f"mask_form={self.mask_form!r}: expected one of {MASK_FORMS}")
         if self.mask_mode not in MASK_MODES:
             problems.append(f"mask_mode={self.mask_mode!r}: expected one of {MASK_MODES}")
         if self.lan_init not in LAN_INITS:

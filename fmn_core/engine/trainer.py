@@ -374,7 +374,7 @@ def _mask_diagnostics(model: FeatureMaskNetwork, cache: ImageCache, config: Trai
                             device=device, channels_last=channels_last, indices=indices)
     masks = [model(images).mask for images, _ in batches]
     model.train(was_training)
-    return mask_diagnostics(torch.cat(masks).cpu(), config.log_mask_max)
+    return mask_diagnostics(torch.cat(masks).cpu(), config.log_mask_max, config.mask_form)
 
 
 def train_stage1(table: pd.DataFrame, config: TrainConfig, out_dir: str | Path, *, resume: bool = True,

@@ -103,7 +103,7 @@ class FeatureMaskNetwork(nn.Module):
     def __init__(self, num_classes: int, arch: str = "resnet50", pretrained: str = "none",
                  masked_layer: str = "pool1", input_size: tuple[int, int] = (256, 128), log_mask_max: float = 1.0,
                  normalize_global: bool = True, constant_mask: bool = False, mask_cell: int = 1,
-                 mask_mean_one: bool = False, bn_neck: bool = False):
+                 mask_mean_one: bool = False, bn_neck: bool = False, mask_form: str = "amplify"):
         super().__init__()
         if num_classes < 2:
             raise FMNInputError(f"num_classes must be at least 2 training identities, got {num_classes}")
@@ -126,7 +126,7 @@ class FeatureMaskNetwork(nn.Module):
         self.grn_neck, self.lan_neck = _neck(width, bn_neck), _neck(width, bn_neck)
         self.mixing = MixingNetwork(width, feature_map_size(self.input_size, self.tap_stage, arch), log_mask_max,
                                     normalize_global=normalize_global, constant=constant_mask, mask_cell=mask_cell,
-                                    mean_one=mask_mean_one)
+                                    mean_one=mask_mean_one, form=mask_form)
         self._grn_frozen = False
 
     # -- stage control ---------------------------------------------------------------------------

@@ -32,6 +32,11 @@ for every image, or 1 everywhere), each a parameter:
 The mask is computed in float32 with autocast off, so it stays finite under
 bf16/fp16 autocast. ``constant=True`` replaces the mask by 1 everywhere: the
 control that shows what the MN itself adds (a second network, no attention).
+
+``form`` chooses the mask's range: ``amplify`` is eq. (1)-(2) (the ReLU keeps the
+exponent at or above 0, so the mask only raises positions: [1, e^B]);
+``signed`` drops the ReLU so the mask can also suppress a position
+([e^-B, e^B]), a variant measured against the paper's form in docs/results.md.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from fmn_core.utils.errors import FMNInputError
 
 #: a position whose bounded exponent is this close to the bound has (almost) no gradient left
 SATURATION = 0.99
+#: the mask's range: the paper's (amplify only) or one that can also suppress a position
+MASK_FORMS = ("amplify", "signed")
 
 
 def reshape_mask(flat: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -57,8 +64,11 @@ class MixingNetwork(nn.Module):
 
     def __init__(self, global_dim: int, mask_size: tuple[int, int], log_mask_max: float = 1.0,
                  normalize_global: bool = True, initial_log_mask: float = 0.1, constant: bool = False,
-                 mask_cell: int = 1, mean_one: bool = False):
+                 mask_cell: int = 1, mean_one: bool = False, form: str = "amplify"):
         super().__init__()
+        if form not in MASK_FORMS:
+            raise FMNInputError(f"mask form {form!r}: expected one of {MASK_FORMS}")
+        self.form = form
         if not log_mask_max > 0:
             raise FMNInputError(f"log_mask_max must be positive, got {log_mask_max}")
         if mask_cell < 1:
@@ -86,16 +96,18 @@ class MixingNetwork(nn.Module):
         return norm(g)
 
     def log_mask(self, global_feature: torch.Tensor) -> torch.Tensor:
-        """The bounded exponent ``B tanh(ReLU(W^T g) / B)``, ``(B, h*w)`` float32 in [0, B]."""
+        """The bounded exponent ``B tanh(ReLU(W^T g) / B)``, ``(B, h*w)`` float32 in [0, B] ([-B, B] signed)."""
         with torch.autocast(device_type=global_feature.device.type, enabled=False):
             if self.constant:
                 return torch.zeros((global_feature.shape[0], self.transform.out_features), dtype=torch.float32,
                                    device=global_feature.device)
             logits = self.transform(self._standardise(global_feature.float()))
-            return self.log_mask_max * torch.tanh(torch.relu(logits) / self.log_mask_max)  # eq. (1), bounded
+            if self.form == "amplify":
+                logits = torch.relu(logits)  # eq. (1)'s sigma
+            return self.log_mask_max * torch.tanh(logits / self.log_mask_max)  # bounded
 
     def mask(self, global_feature: torch.Tensor) -> torch.Tensor:
-        """Eq. (1)-(2): the ``(B, h, w)`` float32 mask, every value in [1, e^log_mask_max]."""
+        """Eq. (1)-(2): the ``(B, h, w)`` float32 mask, every value in [1, e^B] ([e^-B, e^B] signed)."""
         with torch.autocast(device_type=global_feature.device.type, enabled=False):
             log_mask = reshape_mask(self.log_mask(global_feature), *self.grid_size)  # eq. (2)'s order
             if self.grid_size != self.mask_size:
@@ -113,10 +125,11 @@ class MixingNetwork(nn.Module):
         return local_feature.float() * mask.unsqueeze(1), mask
 
 
-def mask_diagnostics(masks: torch.Tensor, log_mask_max: float) -> dict[str, float]:
+def mask_diagnostics(masks: torch.Tensor, log_mask_max: float, form: str = "amplify") -> dict[str, float]:
     """How alive a set of masks ``(N, h, w)`` is; a collapsed MN shows here without a picture.
 
-    * ``at_lower_bound``: share of positions where ReLU is closed (mask exactly 1, no gradient);
+    * ``at_lower_bound``: share of positions where ReLU is closed (mask exactly 1, no gradient), or, for the
+      signed form, within 1% of the lower bound e^-B;
     * ``at_upper_bound``: share within 1% of the bound e^B (the gradient is nearly gone);
     * ``variation_across_images``: per position, the standard deviation across images of the
       mask divided by its image's mean, averaged over positions (0 for a mask that ignores the image);
@@ -129,7 +142,8 @@ def mask_diagnostics(masks: torch.Tensor, log_mask_max: float) -> dict[str, floa
     flat = masks.flatten(1)
     relative = flat / flat.mean(dim=1, keepdim=True)
     return {
-        "at_lower_bound": float((log_masks <= 1e-6).float().mean()),
+        "at_lower_bound": float((log_masks <= (1e-6 if form == "amplify" else -SATURATION * log_mask_max))
+                                .float().mean()),
         "at_upper_bound": float((log_masks >= SATURATION * log_mask_max).float().mean()),
         "variation_across_images": float(relative.std(dim=0).mean()),
         "spatial_contrast": float((flat.std(dim=1) / flat.mean(dim=1)).mean()),

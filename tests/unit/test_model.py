@@ -183,3 +183,20 @@ def test_freezing_the_grn_freezes_its_neck_too():
     model(torch.randn(4, 3, 64, 32))
     assert torch.equal(model.grn_neck.running_mean, before)  # statistics stay as stage 1 left them
     assert not torch.equal(model.lan_neck.running_mean, torch.zeros(512))
+
+
+def test_the_signed_mask_can_suppress_and_the_papers_form_cannot():
+    """mask_form='signed' drops eq. (1)'s ReLU: the mask reaches below 1; the paper's form stays in [1, e^B]."""
+    from fmn_core.engine.config import TrainConfig
+    from fmn_core.utils.errors import FMNInputError
+
+    torch.manual_seed(0)
+    g = torch.randn(64, 32) * 5
+    for form, lowest in (("amplify", 1.0), ("signed", float(torch.exp(torch.tensor(-1.0))))):
+        mixing = MixingNetwork(32, (8, 4), log_mask_max=1.0, form=form).eval()
+        torch.nn.init.normal_(mixing.transform.weight, std=1.0)  # a trained-looking FC: both signs of W^T g
+        mask = mixing.mask(g)
+        assert mask.min() >= lowest - 1e-6 and mask.max() <= float(torch.e) + 1e-6
+        assert (mask < 1).any() == (form == "signed")
+    with pytest.raises(FMNInputError, match="mask_form='inverted': expected one of"):
+        TrainConfig(mask_form="inverted").validate()
