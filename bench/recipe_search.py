@@ -52,6 +52,11 @@ CANDIDATES: dict[str, tuple[str, dict]] = {
                        "stage2_lr": 5e-4}),
     "bot_sgd_160": ("bag of tricks, SGD 0.05, 20 + 20 epochs, 160x64 (CUHK01's own 160x60 shape)",
                     {**BOT, "stage1_epochs": 20, "stage2_epochs": 20, "input_height": 160, "input_width": 64}),
+    "bot_sgd_160_e30": ("bag of tricks, SGD 0.05, 30 + 30 epochs, 160x64: what longer training adds",
+                        {**BOT, "stage1_epochs": 30, "stage2_epochs": 30, "input_height": 160, "input_width": 64}),
+    "bot_sgd_160_lite2": ("bag of tricks, SGD 0.05, 20 + 20 epochs, 160x64, EfficientNet-Lite2",
+                          {**BOT, "stage1_epochs": 20, "stage2_epochs": 20, "input_height": 160, "input_width": 64,
+                           "arch": "efficientnet_lite2"}),
 }
 
 
