@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fmn_core.data import DATASET_READERS, DatasetError, read_dataset
 from fmn_core.data.image_check import CHECK_MODES
+from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE
 from fmn_core.utils.env import DEBUG, OFFLINE, flag
 from fmn_core.utils.errors import FMNInputError
 from fmn_core.utils.output_guard import check_output
@@ -323,13 +324,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a table written by 'fmn extract', or the pipeline's query_descriptors.parquet and "
                                "gallery_descriptors.parquet together")
     evaluate.add_argument("--rerank", action="store_true", help="add the FMN + k-reciprocal re-ranking row")
-    evaluate.add_argument("--k1", type=_positive_int, default=20,
-                          help="re-ranking's k-reciprocal neighbourhood (paper: 20; CUHK01's two gallery images per "
-                               "identity: 4, chosen on a validation split, docs/results.md)")
-    evaluate.add_argument("--k2", type=_positive_int, default=6, help="re-ranking's query expansion (paper: 6; "
+    evaluate.add_argument("--k1", type=_positive_int, default=K1,
+                          help=f"re-ranking's k-reciprocal neighbourhood (paper: {K1}; CUHK01's two gallery images "
+                               "per identity: 4, chosen on a validation split, docs/results.md)")
+    evaluate.add_argument("--k2", type=_positive_int, default=K2, help=f"re-ranking's query expansion (paper: {K2}; "
                                                                      "CUHK01: 2)")
-    evaluate.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
-                          help="weight of the original distance (0.3)")
+    evaluate.add_argument("--lambda", dest="lambda_value", type=float, default=LAMBDA_VALUE,
+                          help=f"weight of the original distance ({LAMBDA_VALUE})")
     evaluate.add_argument("--json", type=Path, help="also write the metrics here")
     evaluate.add_argument("--allow-mixed-datasets", action="store_true",
                           help="score tables from different split tables or image roots together (refused by "
