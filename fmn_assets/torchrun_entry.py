@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == 2 and args.grn is None:
         raise SystemExit("--grn is required for --stage 2")
     is_main_rank = int(os.environ.get("RANK", "0")) == 0
-    total = config.stage1_epochs if args.stage == 1 else config.stage2_epochs
+    total = config.stage(args.stage).epochs
     table = load_split_table(args.splits)
     with open_dagster_pipes() if is_main_rank else nullcontext() as pipes:
         def report(stage: int, epoch: int, row: dict) -> None:

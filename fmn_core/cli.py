@@ -98,11 +98,11 @@ def train_from_args(args: argparse.Namespace, on_epoch_end=None):
     from fmn_core.engine import load_recipe, parse_overrides, train_stage1, train_stage2
 
     config = load_recipe(args.config, **parse_overrides(args.set))
-    config.require_epochs(1 if args.command == "train-stage1" else 2, args.command)
+    config.require_epochs(args.stage, args.command)
     if args.out.exists() and not args.out.is_dir():
         raise FMNInputError(f"--out {args.out} is a file; give the folder for checkpoints and metrics")
     table = _load_table(args)
-    if args.command == "train-stage1":
+    if args.stage == 1:
         return train_stage1(table, config, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
     return train_stage2(table, config, args.grn, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
 
@@ -296,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_id(inspect)
     inspect.set_defaults(func=_inspect)
 
-    for name, text in (("train-stage1", "stage 1: fine-tune the GRN (Algorithm 1, lines 1-2)"),
-                       ("train-stage2", "stage 2: freeze the GRN, train MN + LAN (Algorithm 1, line 3)")):
+    for stage, text in ((1, "stage 1: fine-tune the GRN (Algorithm 1, lines 1-2)"),
+                        (2, "stage 2: freeze the GRN, train MN + LAN (Algorithm 1, line 3)")):
+        name = f"train-stage{stage}"
         train = commands.add_parser(name, help=text)
         _add_data_arguments(train)
         train.add_argument("--config", "--preset", dest="config", default="cpu", metavar="RECIPE",
@@ -306,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one option")
         train.add_argument("--out", type=Path, required=True, help="folder for checkpoints and metrics")
         train.add_argument("--no-resume", action="store_true", help="ignore a partial checkpoint in --out")
-        if name == "train-stage2":
+        if stage == 2:
             train.add_argument("--grn", type=Path, required=True, help="the stage-1 checkpoint (grn.pt)")
-        train.set_defaults(func=_train)
+        train.set_defaults(func=_train, stage=stage)
 
     extract = commands.add_parser("extract", help="query and gallery descriptors (GRN, LAN, FMN) to Parquet")
     _add_data_arguments(extract)

@@ -168,7 +168,7 @@ def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[
             ranks = _torchrun(context, stage, config, paths.splits(dataset), out, where, grn)
             return _result_from_files(stage, paths, dataset, ranks)
 
-        total = config.stage1_epochs if stage == 1 else config.stage2_epochs
+        total = config.stage(stage).epochs
 
         def log_epoch(stage: int, epoch: int, row: dict) -> None:
             context.log.info(f"stage {stage} epoch {epoch}/{total}: " + ", ".join(

@@ -39,6 +39,39 @@ MASK_MODES = ("learned", "constant")
 LAN_INITS = ("theta_o", "grn")
 LR_SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
+#: Algorithm 1's two stages: 1 fine-tunes the GRN, 2 trains the MN and LAN on the frozen GRN.
+STAGES = (1, 2)
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What one stage trains with: the three settings the stages do not share, and the fields that hold them.
+
+    :meth:`TrainConfig.stage` is the one place that maps a stage to its fields, so the trainer, the CLI and the
+    orchestrators cannot pick different ones; the field names are for messages that tell a user what to change.
+    """
+
+    stage: int
+    epochs: int
+    lr: float
+    lr_drop_epoch: int
+
+    @staticmethod
+    def field_name(stage: int, setting: str) -> str:
+        """The TrainConfig field of ``setting`` ('epochs', 'lr' or 'lr_drop_epoch') for ``stage``."""
+        return f"stage{stage}_{setting}"
+
+    @property
+    def epochs_field(self) -> str:
+        return self.field_name(self.stage, "epochs")
+
+    @property
+    def lr_field(self) -> str:
+        return self.field_name(self.stage, "lr")
+
+    @property
+    def lr_drop_epoch_field(self) -> str:
+        return self.field_name(self.stage, "lr_drop_epoch")
 
 
 @dataclass
@@ -141,14 +174,22 @@ class TrainConfig:
             problems.append(f"bn_neck=True needs batch_size of at least 2, got {self.batch_size}: BatchNorm "
                             "cannot normalise a batch of one")
         if self.warmup_epochs > 0 and self.lr_schedule == "step":
-            problems += [f"{name}={getattr(self, name)}: must come after warmup_epochs={self.warmup_epochs} "
-                         "(lr_schedule='step' drops the rate after the warmup); use a later drop or fewer warmup "
-                         "epochs" for name in ("stage1_lr_drop_epoch", "stage2_lr_drop_epoch")
-                         if getattr(self, name) <= self.warmup_epochs]
+            problems += [f"{s.lr_drop_epoch_field}={s.lr_drop_epoch}: must come after warmup_epochs="
+                         f"{self.warmup_epochs} (lr_schedule='step' drops the rate after the warmup); use a later "
+                         "drop or fewer warmup epochs" for s in map(self.stage, STAGES)
+                         if s.lr_drop_epoch <= self.warmup_epochs]
         return problems
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def stage(self, stage: int) -> StageSettings:
+        """Epochs, learning rate and drop epoch of ``stage`` (1 or 2), with the fields they come from."""
+        if stage not in STAGES:
+            raise FMNInputError(f"stage {stage!r}: expected one of {STAGES}")
+        values = [getattr(self, StageSettings.field_name(stage, setting))
+                  for setting in ("epochs", "lr", "lr_drop_epoch")]
+        return StageSettings(stage, *values)
 
     def require_epochs(self, stage: int, what: str = "a training") -> TrainConfig:
         """Refuse 0 epochs for ``stage``: an untrained network would be written as a finished checkpoint.
@@ -156,9 +197,9 @@ class TrainConfig:
         ``validate`` allows 0 (an ablation wraps a GRN in an untrained stage 2); every training entry point
         (the CLI, the Dagster steps, a run's pre-flight check) asks this instead.
         """
-        name = f"stage{stage}_epochs"
-        if getattr(self, name) < 1:
-            raise FMNInputError(f"{name}={getattr(self, name)}: {what} trains at least 1 epoch")
+        settings = self.stage(stage)
+        if settings.epochs < 1:
+            raise FMNInputError(f"{settings.epochs_field}={settings.epochs}: {what} trains at least 1 epoch")
         return self
 
     @classmethod

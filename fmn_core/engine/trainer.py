@@ -189,15 +189,9 @@ def metric_names(stage: int, config: TrainConfig) -> list[str]:
 WARMUP_START_FACTOR = 0.1
 
 
-def stage_settings(config: TrainConfig, stage: int) -> tuple[int, float, int]:
-    """(epochs, learning rate, drop epoch) of a stage."""
-    return ((config.stage1_epochs, config.stage1_lr, config.stage1_lr_drop_epoch) if stage == 1 else
-            (config.stage2_epochs, config.stage2_lr, config.stage2_lr_drop_epoch))
-
-
 def build_optimizer(model: FeatureMaskNetwork, config: TrainConfig, stage: int) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's) or AdamW, over the trainable parameters; the MN keeps its mask_lr_scale."""
-    lr = stage_settings(config, stage)[1]
+    lr = config.stage(stage).lr
     groups = _parameter_groups(model, lr, config)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
@@ -213,7 +207,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     cosine decay reaching 0 at the stage's end (CosineAnnealingLR over the epochs after the warmup). Without
     warmup the step schedule is the bare MultiStepLR of the paper's recipe.
     """
-    epochs, _, drop = stage_settings(config, stage)
+    settings = config.stage(stage)
+    epochs, drop = settings.epochs, settings.lr_drop_epoch
     warmup = config.warmup_epochs
     if config.lr_schedule == "cosine":
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup))
@@ -235,7 +230,7 @@ def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, t
                 out_dir: Path, runtime: _Runtime, resume: bool, progress: bool,
                 on_epoch_end: EpochCallback | None, cache: ImageCache | None, extra: dict) -> TrainResult:
     start_wall = time.perf_counter()
-    epochs = stage_settings(config, stage)[0]
+    epochs = config.stage(stage).epochs
     step_fn, names = (_stage1_step if stage == 1 else _stage2_step), metric_names(stage, config)
     paths, labels, label_map, fingerprint = _train_split(table)
     extra = {**extra, "train_fingerprint": fingerprint}

@@ -110,10 +110,8 @@ def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage
                    ["input", f"{train.input_height}x{train.input_width}"],
                    ["masked layer", train.masked_layer + (" (constant mask: the control without the MN)"
                                                           if train.mask_mode == "constant" else "")],
-                   ["stage 1 (GRN)", f"{train.stage1_epochs} epochs, lr {train.stage1_lr}, drop after "
-                                     f"{train.stage1_lr_drop_epoch}"],
-                   ["stage 2 (MN + LAN, GRN frozen)", f"{train.stage2_epochs} epochs, lr {train.stage2_lr}, drop "
-                                                      f"after {train.stage2_lr_drop_epoch}"],
+                   *([title, f"{s.epochs} epochs, lr {s.lr}, drop after {s.lr_drop_epoch}"] for title, s in
+                     (("stage 1 (GRN)", train.stage(1)), ("stage 2 (MN + LAN, GRN frozen)", train.stage(2)))),
                    ["batch, weight decay", f"{train.batch_size}, {train.weight_decay}"],
                    ["ranking loss (eq. 5)", f"margin {train.margin}, weight {train.rank_weight}"],
                    ["descriptor (eq. 6)", f"alpha {train.alpha}"],

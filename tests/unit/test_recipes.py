@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from fmn_core.engine import PRESETS, TrainConfig, load_recipe, parse_overrides, recipe_names, save_config
+from fmn_core.engine.config import STAGES, StageSettings
 from fmn_core.engine.recipes import RECIPES_DIR, recipe_changes
+from fmn_core.utils.errors import FMNInputError
 
 
 def test_the_packaged_recipes_are_the_paper_the_cpu_demo_and_the_ablation_rows():
@@ -83,3 +85,19 @@ def test_every_field_has_a_type_the_recipes_can_hold():
         value = getattr(load_recipe("paper"), field.name)
         assert yaml.safe_load(yaml.safe_dump(value)) == value, field.name
     assert all(path.suffix == ".yaml" for path in RECIPES_DIR.rglob("*") if path.is_file())
+
+
+def test_each_stage_reads_its_own_epochs_rate_and_drop_and_names_their_fields():
+    config = TrainConfig().replace(stage1_epochs=3, stage1_lr=0.2, stage1_lr_drop_epoch=2, stage2_epochs=5,
+                                   stage2_lr=0.04, stage2_lr_drop_epoch=4)
+    assert config.stage(1) == StageSettings(1, 3, 0.2, 2) and config.stage(2) == StageSettings(2, 5, 0.04, 4)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for stage in STAGES:
+        settings = config.stage(stage)
+        named = (settings.epochs_field, settings.lr_field, settings.lr_drop_epoch_field)
+        assert set(named) <= fields  # the names are real fields, holding the values
+        assert tuple(getattr(config, name) for name in named) == (settings.epochs, settings.lr, settings.lr_drop_epoch)
+    with pytest.raises(FMNInputError, match=r"stage 3: expected one of \(1, 2\)"):
+        config.stage(3)
+    with pytest.raises(FMNInputError, match="stage2_epochs=0: the step trains at least 1 epoch"):
+        config.replace(stage2_epochs=0).require_epochs(2, "the step")

@@ -91,7 +91,7 @@ def test_the_launchpad_offers_the_new_choices_as_enums():
 def _rates(config: TrainConfig, stage: int, epochs: int, resume_at: int | None = None) -> list[float]:
     """The learning rate of each epoch, stepping the schedule as the trainer does (after each epoch); with
     ``resume_at``, optimiser and schedule are rebuilt from their state dicts there, as a resumed run does."""
-    lr = config.stage1_lr if stage == 1 else config.stage2_lr
+    lr = config.stage(stage).lr
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=lr)
     scheduler = build_scheduler(optimizer, config, stage)
