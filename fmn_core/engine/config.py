@@ -1,4 +1,4 @@
-"""Training configuration: every hyper-parameter of section 4.2, with two presets.
+"""Training configuration: every hyper-parameter of section 4.2; the defaults are the paper's recipe.
 
 What the paper states is used as stated: SGD with momentum 0.9, learning rate
 0.1 dropping to 0.01 after 20 epochs (stage 1, the GRN) and after 35 epochs
@@ -16,9 +16,10 @@ label smoothing, warmup and a cosine schedule, AdamW, BNNeck, a batch-hard
 triplet loss with P x K identity batches) are fields too, all off by default:
 the ``paper`` and ``cpu`` recipes train exactly as without them.
 
-This dataclass is the one schema of a training run. The recipes that fill it
-(``paper``, ``cpu``, one file per ablation row) are YAML files in
-``fmn_core/configs``, read by ``fmn_core.engine.recipes``.
+This dataclass is the one schema of a training run, and its defaults are the
+one home of the paper's recipe: ``TrainConfig()`` is what ``paper`` resolves to.
+The recipes that fill it (``paper``, ``cpu``, one file per ablation row) are YAML
+files in ``fmn_core/configs``, read by ``fmn_core.engine.recipes``.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ class TrainConfig:
     arch: str = "resnet50"
     pretrained: str = "imagenet"  # 'imagenet' (torch cache only), 'none', or a .pth path
     masked_layer: str = "pool1"
-    input_height: int = 256
-    input_width: int = 128
+    input_height: int = 224  # Table 5: Pool1 of a 224x224 input gives the 56x56 mask
+    input_width: int = 224
     batch_size: int = 32
     stage1_epochs: int = 30
     stage1_lr: float = 0.1

@@ -101,3 +101,64 @@ def test_each_stage_reads_its_own_epochs_rate_and_drop_and_names_their_fields():
         config.stage(3)
     with pytest.raises(FMNInputError, match="stage2_epochs=0: the step trains at least 1 epoch"):
         config.replace(stage2_epochs=0).require_epochs(2, "the step")
+
+
+def test_the_dataclass_defaults_are_the_papers_recipe():
+    """One home for the paper's recipe: TrainConfig's defaults; paper.yaml names it without repeating a value."""
+    assert load_recipe("paper") == TrainConfig()
+    assert (RECIPES_DIR / "paper.yaml").read_text().rstrip().endswith("{}")
+    # section 4.2 / Table 5: ResNet-50 masked at Pool1 of a 224x224 input is a 56x56 mask
+    assert (TrainConfig().arch, TrainConfig().masked_layer, TrainConfig().input_size) == ("resnet50", "pool1",
+                                                                                          (224, 224))
+
+
+#: load_recipe("cpu").to_dict() as recorded at commit 9e31d8c, before the paper's values moved from paper.yaml into
+#: the dataclass defaults: the CPU demo must train exactly as it did.
+CPU_BEFORE_THE_MOVE = {
+    'alpha': 0.5,
+    'amp': 'auto',
+    'arch': 'efficientnet_lite0',
+    'batch_size': 32,
+    'bn_neck': False,
+    'channels_last': None,
+    'checkpoint_every': 1,
+    'crop_pad': 6,
+    'decode_workers': 0,
+    'device': 'auto',
+    'flip_prob': 0.5,
+    'input_height': 128,
+    'input_width': 64,
+    'instances_per_identity': 0,
+    'label_smoothing': 0.0,
+    'lan_init': 'theta_o',
+    'log_mask_max': 1.0,
+    'lr_gamma': 0.1,
+    'lr_schedule': 'step',
+    'margin': 0.1,
+    'mask_cell': 1,
+    'mask_lr_scale': 0.1,
+    'mask_mean_one': False,
+    'mask_mode': 'learned',
+    'masked_layer': 'res2',
+    'momentum': 0.9,
+    'normalize_global': True,
+    'optimizer': 'sgd',
+    'pretrained': 'imagenet',
+    'random_erasing': 0.0,
+    'rank_weight': 1.0,
+    'seed': 0,
+    'stage1_epochs': 8,
+    'stage1_lr': 0.05,
+    'stage1_lr_drop_epoch': 6,
+    'stage2_epochs': 8,
+    'stage2_lr': 0.05,
+    'stage2_lr_drop_epoch': 6,
+    'triplet_margin': 0.3,
+    'triplet_weight': 0.0,
+    'warmup_epochs': 0,
+    'weight_decay': 0.0005,
+}
+
+
+def test_the_cpu_recipe_resolves_as_before_the_paper_values_moved():
+    assert load_recipe("cpu").to_dict() == CPU_BEFORE_THE_MOVE
