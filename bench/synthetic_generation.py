@@ -21,14 +21,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from fmn_core.data.synthetic import GENERATOR_VERSION, PRESETS, generate_synthetic
+from fmn_core.data.synthetic import GENERATOR_VERSION, SYNTHETIC_PRESETS, generate_synthetic
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "synthetic_generation.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=sorted(PRESETS), help="dataset size (default: small)")
+    parser.add_argument("--preset", default="small", choices=sorted(SYNTHETIC_PRESETS),
+                        help="dataset size (default: small)")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default: 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="dataset root to write (default: a temporary folder, deleted afterwards)")

@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from fmn_assets.launchers import Launcher, torchrun_command
 from fmn_assets.promotion import DEFAULT_COMPARED, DEFAULT_TOLERANCE, SCORE_METRICS, SCORE_ROWS, parse_compared
-from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
+from fmn_core.data.synthetic import SYNTHETIC_PRESETS
 from fmn_core.engine.config import (
     AMP_MODES,
     FIELD_TYPES,
@@ -69,7 +69,7 @@ class StepConfig(dg.Config):
         return []
 
 
-#: The synthetic generator's presets (fmn_core.data.synthetic.PRESETS); 'small' is the main job's.
+#: The synthetic generator's presets (fmn_core.data.synthetic.SYNTHETIC_PRESETS); 'small' is the main job's.
 SyntheticPreset = _choices("SyntheticPreset", SYNTHETIC_PRESETS)
 DEFAULT_SYNTHETIC_PRESET = "small"
 

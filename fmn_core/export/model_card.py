@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmn_core.engine.config import TrainConfig
-from fmn_core.engine.recipes import PRESETS
+from fmn_core.engine.recipes import RECIPES
 
 PAPER = ("Ding, Khan, Tang, Porikli. *Let Features Decide for Themselves: Feature Mask Network for Person "
          "Re-identification.* 2017.")
@@ -49,8 +49,8 @@ class DataLineage:
 def _recipe_command(config: TrainConfig) -> tuple[str, list[str]]:
     """The preset closest to ``config`` and the ``--set`` options that turn it into ``config`` exactly."""
     own = config.to_dict()
-    best = min(PRESETS, key=lambda name: sum(v != own[k] for k, v in PRESETS[name].to_dict().items()))
-    base = PRESETS[best].to_dict()
+    best = min(RECIPES, key=lambda name: sum(v != own[k] for k, v in RECIPES[name].to_dict().items()))
+    base = RECIPES[best].to_dict()
     changes = [f"{k}={'none' if v is None else v}" for k, v in own.items() if v != base[k]
                and k not in ("device",)]
     return best, changes

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from fmn_core.engine import PRESETS, TrainConfig, load_recipe, parse_overrides, recipe_names, save_config
+from fmn_core.engine import RECIPES, TrainConfig, load_recipe, parse_overrides, recipe_names, save_config
 from fmn_core.engine.config import STAGES, StageSettings
 from fmn_core.engine.recipes import RECIPES_DIR, recipe_changes
 from fmn_core.utils.errors import FMNInputError
@@ -24,7 +24,7 @@ def test_the_packaged_recipes_are_the_paper_the_cpu_demo_and_the_ablation_rows()
             paper.alpha) == (0.9, 0.1, 20, 35, 0.1, 0.5)
     cpu = load_recipe("cpu")
     assert (cpu.arch, cpu.input_size, cpu.masked_layer) == ("efficientnet_lite0", (128, 64), "res2")
-    assert {"paper": paper, "cpu": cpu} == PRESETS
+    assert {"paper": paper, "cpu": cpu} == RECIPES
     for row, change in (("no_rank", {"rank_weight": 0.0}), ("lan_from_grn", {"lan_init": "grn"}),
                         ("constant_mask", {"mask_mode": "constant"})):
         recipe = load_recipe(f"ablation/{row}")
