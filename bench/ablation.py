@@ -1,8 +1,8 @@
 """Ablations of the paper, each row mean ± std over training seeds, on any dataset the readers take.
 
-    python bench/ablation.py                                   # synthetic 'small', cpu recipe, seeds 0 1 2
-    python bench/ablation.py --dataset custom --root /data/two_cams/manifest.csv --seeds 0 1 2
-    python bench/ablation.py --variants fmn constant_mask --seeds 0      # a subset
+    python -m bench.ablation                                   # synthetic 'small', cpu recipe, seeds 0 1 2
+    python -m bench.ablation --dataset custom --root /data/two_cams/manifest.csv --seeds 0 1 2
+    python -m bench.ablation --variants fmn constant_mask --seeds 0      # a subset
 
 Per seed, one GRN (stage 1) is trained and shared by every stage-2 variant:
 
@@ -40,6 +40,7 @@ from fmn_core.engine.recipes import recipe_changes
 from fmn_core.retrieval import DescriptorTable, extract_descriptors
 from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE
 from fmn_core.retrieval.results import evaluate_descriptors, format_mean_std, mean_std
+from fmn_core.utils.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The stage-2 rows: ``fmn`` is the recipe itself; every other row is the change its recipe file
@@ -244,13 +245,8 @@ def summarise(per_seed: dict[int, dict], masked_layers: list[str],
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    """The machine a figure was measured on, as the docs name it: CPU model (family / model), cores, torch."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> int:
