@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, ValidationError, create_model, model_validator
 
-from fmn_assets.launchers import Launcher, torchrun_command
+from fmn_assets.execution.launchers import Launcher, torchrun_command
 from fmn_assets.promotion import DEFAULT_COMPARED, DEFAULT_TOLERANCE, SCORE_METRICS, SCORE_ROWS, parse_compared
 from fmn_core.data.synthetic import SYNTHETIC_PRESETS
 from fmn_core.engine.config import (

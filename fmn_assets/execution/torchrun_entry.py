@@ -1,7 +1,7 @@
 """The process torchrun starts for a multi-process training step: fmn_core's training, reported through Pipes.
 
 ``grn_checkpoint`` / ``fmn_checkpoint`` with ``processes: N`` launch
-``torchrun -m fmn_assets.torchrun_entry --stage K --splits FILE --config FILE --out DIR [--grn FILE]``
+``torchrun -m fmn_assets.execution.torchrun_entry --stage K --splits FILE --config FILE --out DIR [--grn FILE]``
 through Dagster's ``PipesSubprocessClient``. The step's resolved configuration travels as a recipe file
 (``fmn_core.engine.recipes.save_config``) and is read back by ``load_recipe``: one schema, no option strings to
 print and parse again. Rank 0 opens the
@@ -25,7 +25,7 @@ from fmn_core.engine.distributed import gather_objects, init_distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fmn_assets.torchrun_entry", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fmn_assets.execution.torchrun_entry", description=__doc__)
     parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
     parser.add_argument("--splits", type=Path, required=True, help="the partition's saved split table")
     parser.add_argument("--config", type=Path, required=True, help="the resolved configuration, a recipe file")
