@@ -102,10 +102,12 @@ def test_the_core_installs_and_trains_without_the_pipeline(tmp_path):
         pip = [python, "-m", "pip", "--disable-pip-version-check", "install", "--quiet"]
         _run([*pip, "--require-hashes", "--no-deps", "-r", core_lock], tmp_path, env)
         source = tmp_path / "src"
+        source.mkdir()
         for name in SOURCES:
-            copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
-            copy(REPO / name, source / name, **({"ignore": shutil.ignore_patterns("__pycache__")}
-                                                 if (REPO / name).is_dir() else {}))
+            if (REPO / name).is_dir():
+                shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(REPO / name, source / name)
         _run([*pip, "--no-deps", "--no-build-isolation", source], tmp_path, env)
         _run([python, "-m", "pip", "check", "--disable-pip-version-check"], tmp_path, env)
         installed = _run([python, "-m", "pip", "list", "--format=json", "--disable-pip-version-check"], tmp_path,
