@@ -54,7 +54,7 @@ def test_main_job_materialises_the_graph_with_the_cli(tmp_path, monkeypatch):
     line = next(x.strip() for x in result.stdout.splitlines() if x.strip().startswith("git add "))
     pointers = ["data.dvc", *(f"artifacts/synthetic/{name}.dvc" for name in
                               ("MODEL_CARD.md", "deployed", "fmn.onnx", "fmn.pt", "gallery_descriptors.parquet",
-                               "grn.pt", "query_descriptors.parquet"))]
+                               "grn.pt", "promotions.jsonl", "query_descriptors.parquet"))]
     assert line.startswith(f"git add {' '.join(pointers)} && git commit -m ")
     run(["bash", "-c", line], project)
     status = run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout
