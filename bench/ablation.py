@@ -1,8 +1,8 @@
 """Ablations of the paper, each row mean ± std over training seeds, on any dataset the readers take.
 
-    python bench/ablation.py                                   # synthetic 'small', cpu recipe, seeds 0 1 2
-    python bench/ablation.py --dataset custom --root /data/two_cams/manifest.csv --seeds 0 1 2
-    python bench/ablation.py --variants fmn constant_mask --seeds 0      # a subset
+    python -m bench.ablation                                   # synthetic 'small', cpu recipe, seeds 0 1 2
+    python -m bench.ablation --dataset custom --root /data/two_cams/manifest.csv --seeds 0 1 2
+    python -m bench.ablation --variants fmn constant_mask --seeds 0      # a subset
 
 Per seed, one GRN (stage 1) is trained and shared by every stage-2 variant:
 
@@ -38,7 +38,9 @@ from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.engine import TrainConfig, load_recipe, parse_overrides, train_stage1, train_stage2
 from fmn_core.engine.recipes import recipe_changes
 from fmn_core.retrieval import DescriptorTable, extract_descriptors
+from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE
 from fmn_core.retrieval.results import evaluate_descriptors, format_mean_std, mean_std
+from fmn_core.utils.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The stage-2 rows: ``fmn`` is the recipe itself; every other row is the change its recipe file
@@ -70,7 +72,8 @@ def parse_rerank(text: str) -> tuple[int, int, float]:
         k1, k2, lambda_value = text.split(",")
         return int(k1), int(k2), float(lambda_value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected k1,k2,lambda such as 20,6,0.3, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected k1,k2,lambda such as {K1},{K2},{LAMBDA_VALUE}, "
+                                         f"got {text!r}") from None
 
 
 def rerank_row(params: tuple[int, int, float]) -> str:
@@ -242,13 +245,8 @@ def summarise(per_seed: dict[int, dict], masked_layers: list[str],
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    """The machine a figure was measured on, as the docs name it: CPU model (family / model), cores, torch."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,8 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--masked-layers", nargs="*", default=["res3"], help="Table 5 rows besides the recipe's")
     parser.add_argument("--alphas", type=float, nargs="*", default=[0.3, 0.7])
     parser.add_argument("--rerank", type=parse_rerank, nargs="*", default=[], metavar="K1,K2,LAMBDA",
-                        help="re-ranking settings scored besides the paper's 20,6,0.3 (e.g. 4,2,0.3 for CUHK01's "
-                             "two gallery images per identity)")
+                        help=f"re-ranking settings scored besides the paper's {K1},{K2},{LAMBDA_VALUE} (e.g. "
+                             f"4,2,{LAMBDA_VALUE} for CUHK01's two gallery images per identity)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write the tables from the runs already finished under --out")
     parser.add_argument("--reader-option", action="append", default=[], metavar="NAME=INT",

@@ -1,7 +1,7 @@
 """Stage-1 training throughput of the ``cpu`` recipe on a busy machine, per thread setting.
 
-    python bench/busy_machine.py                      # 0, 1 and 2 competing busy processes
-    python bench/busy_machine.py --competitors 0 1 --steps 12
+    python -m bench.busy_machine                      # 0, 1 and 2 competing busy processes
+    python -m bench.busy_machine --competitors 0 1 --steps 12
 
 Each row runs real stage-1 steps (EfficientNet-Lite0, 128x64, batch 32, channels_last,
 cross-entropy + SGD on the GRN, as ``train_stage1`` does) in a fresh interpreter, so that
@@ -30,10 +30,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fmn_core.utils.machine import cpu_model
 
-from bench.machine import cpu_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SETTINGS = {
     "fmn auto": {},
@@ -87,7 +86,7 @@ def measure(setting: dict[str, str], competitors: int, steps: int, warmup: int, 
     busy = start_competitors(competitors)
     try:
         time.sleep(0.5)
-        out = subprocess.run([sys.executable, "-c", CHILD, str(steps), str(warmup), str(batch)], env=env,
+        out = subprocess.run([sys.executable, "-c", CHILD, str(steps), str(warmup), str(batch)], env=env, cwd=REPO,
                              capture_output=True, text=True, check=True).stdout
     finally:
         for process in busy:

@@ -1,7 +1,7 @@
 """The GPU check: one command for the first CUDA machine, under 5 minutes on one GPU.
 
-    python bench/gpu_check.py                 # on CUDA: the paper recipe, Market-scale re-ranking, ONNX on CUDA
-    python bench/gpu_check.py --dry-run       # anywhere: the same path at tiny sizes (the tests run this)
+    python -m bench.gpu_check                 # on CUDA: the paper recipe, Market-scale re-ranking, ONNX on CUDA
+    python -m bench.gpu_check --dry-run       # anywhere: the same path at tiny sizes (the tests run this)
 
 Rows: stage 1 and stage 2 of the ``paper`` recipe (ResNet-50, 256x128, bf16 autocast and
 channels_last on CUDA) through ``train_stage1``/``train_stage2`` themselves, for ``--steps``
@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+
+from fmn_core.utils.machine import cpu_model
 
 TARGETS = {"stage 1": (">=", 5000.0), "extraction": (">=", 15000.0), "re-ranking": ("<", 1.0)}
 FULL = {"height": 256, "width": 128, "batch": 256, "identities": 751, "rerank": (3368, 15913, 751)}
@@ -37,13 +37,7 @@ DRY = {"height": 64, "width": 32, "batch": 8, "identities": 4, "rerank": (60, 30
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} (CPU, {os.cpu_count()} logical)"
-    except OSError:
-        pass
-    return f"{platform.processor() or platform.machine()} (CPU)"
+    return f"{cpu_model()} (CPU, {os.cpu_count()} logical)"
 
 
 def random_training_set(count: int, identities: int, size: tuple[int, int], seed: int = 0):
@@ -59,15 +53,8 @@ def random_training_set(count: int, identities: int, size: tuple[int, int], seed
     return table, ImageCache(images, paths)
 
 
-def steady_rate(history: list[dict]) -> float:
-    rows = history[1:] or history
-    return sum(r["images"] for r in rows) / sum(r["seconds"] for r in rows)
-
-
 def timed_rerank(shape: tuple[int, int, int], device: torch.device) -> float:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from rerank_speed import make_features  # bench/rerank_speed.py: identity centres plus noise, normalised
-
+    from bench.rerank_speed import make_features  # identity centres plus noise, normalised
     from fmn_core.retrieval.reranking import re_ranking_features
 
     query, gallery, *_ = make_features(*shape, 2048 if shape[0] > 1000 else 64)
@@ -109,6 +96,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=Path("bench/results/gpu_check.json"))
     args = parser.parse_args()
 
+    from bench.train_throughput import steady_rate
     from fmn_core.engine import preset, train_stage1, train_stage2
     from fmn_core.retrieval.descriptors import extraction_throughput
 

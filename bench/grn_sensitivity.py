@@ -1,7 +1,7 @@
 """Why one GRN result can move by ten points with the order of floating-point sums: stage 1 epoch by epoch.
 
-    python bench/grn_sensitivity.py --name cpu                                  # synthetic 'small', cpu recipe
-    python bench/grn_sensitivity.py --name cpu_cosine --set warmup_epochs=1 --set lr_schedule=cosine
+    python -m bench.grn_sensitivity --name cpu                                  # synthetic 'small', cpu recipe
+    python -m bench.grn_sensitivity --name cpu_cosine --set warmup_epochs=1 --set lr_schedule=cosine
 
 Stage 1 is trained twice from the same seed, with 1 and with 2 CPU threads. After every epoch the GRN is scored
 on the test split (rank-1 / mAP of g) and the two runs' weights are compared (relative L2 distance of all
@@ -21,7 +21,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from machine import cpu_model
 
 from fmn_core.data import read_dataset
 from fmn_core.data.synthetic import generate_synthetic
@@ -29,6 +28,7 @@ from fmn_core.engine import load_checkpoint, load_recipe, parse_overrides, train
 from fmn_core.engine.checkpoint import model_from_checkpoint
 from fmn_core.retrieval import extract_descriptors
 from fmn_core.retrieval.results import evaluate_descriptors
+from fmn_core.utils.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results" / "grn_sensitivity.json"
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     entries[args.name] = {"config": args.config, "overrides": args.set, "seed": args.seed, "rows": rows,
                           "machine": f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}",
-                          "command": " ".join(["python", "bench/grn_sensitivity.py", *(argv or sys.argv[1:])])}
+                          "command": " ".join(["python", "-m", "bench.grn_sensitivity", *(argv or sys.argv[1:])])}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(entries, indent=1))
     lines = []

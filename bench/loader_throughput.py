@@ -1,7 +1,7 @@
 """Images/s of the input pipeline: decode-once cache versus per-item decoding.
 
-    python bench/loader_throughput.py --preset small
-    python bench/loader_throughput.py --root /data/Market-1501 --dataset market1501
+    python -m bench.loader_throughput --preset small
+    python -m bench.loader_throughput --root /data/Market-1501 --dataset market1501
 
 For each input size (256x128, the re-ID default, and 224x224, the paper's)
 it measures: decoding a split into an ImageCache once; batches from the

@@ -1,7 +1,7 @@
 """Where the Mixing Network's mask looks, for a trained ``fmn.pt``: a table, a picture and JSON.
 
-    python bench/mask_grounding.py artifacts/synthetic/fmn.pt --synthetic data/synthetic
-    python bench/mask_grounding.py runs/cuhk01/fmn.pt --dataset cuhk01 --root /data/CUHK01/campus
+    python -m bench.mask_grounding artifacts/synthetic/fmn.pt --synthetic data/synthetic
+    python -m bench.mask_grounding runs/cuhk01/fmn.pt --dataset cuhk01 --root /data/CUHK01/campus
 
 On the synthetic data (``--synthetic``): the grounding ratio per local detail
 (fmn_core.analysis.mask_grounding) for the trained MN and an untrained one,
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.ablation import machine  # the bench scripts share how they name the machine
 from fmn_core.analysis.mask_grounding import (
     DETAIL_BANDS,
     grounding_markdown,
@@ -27,9 +28,6 @@ from fmn_core.analysis.mask_grounding import (
     predict_masks,
 )
 from fmn_core.engine.checkpoint import load_checkpoint, model_from_checkpoint
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ablation import machine  # the bench scripts share how they name the machine
 
 
 def plot_detail_masks(learned, out: Path) -> None:

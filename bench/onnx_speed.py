@@ -1,7 +1,7 @@
 """Descriptor extraction speed: PyTorch against onnxruntime on the CPU, same model, same machine, same run.
 
-    python bench/onnx_speed.py                     # Lite0 FMN at 128x64 (the cpu recipe) and ResNet-50 FMN at 256x128
-    python bench/onnx_speed.py --archs efficientnet_lite0
+    python -m bench.onnx_speed                     # Lite0 FMN at 128x64 (the cpu recipe) and ResNet-50 FMN at 256x128
+    python -m bench.onnx_speed --archs efficientnet_lite0
 
 The network is untrained (speed does not depend on the weights); both runtimes
 get the same normalised batch, so decoding is excluded. PyTorch runs as

@@ -1,7 +1,7 @@
 """Where one training step of the ``cpu`` recipe spends its time, per layer type.
 
-    python bench/profile_step.py                  # stage 1 and stage 2, torch's threads
-    python bench/profile_step.py --threads 1 --onednn
+    python -m bench.profile_step                  # stage 1 and stage 2, torch's threads
+    python -m bench.profile_step --threads 1 --onednn
 
 Runs real steps of both stages (EfficientNet-Lite0, 128x64, batch 32, channels_last: stage 1 is
 the GRN forward/backward with cross-entropy, stage 2 the frozen GRN's forward plus MN and LAN
@@ -32,14 +32,13 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from fmn_core.data.loading import CachedBatches, ImageCache
+from fmn_core.engine import preset
+from fmn_core.engine.checkpoint import build_model
+from fmn_core.losses import identity_loss, ranking_loss
+from fmn_core.utils.machine import cpu_model
 
-from bench.machine import cpu_model  # noqa: E402
-from fmn_core.data.loading import CachedBatches, ImageCache  # noqa: E402
-from fmn_core.engine import preset  # noqa: E402
-from fmn_core.engine.checkpoint import build_model  # noqa: E402
-from fmn_core.losses import identity_loss, ranking_loss  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 IDENTITIES = 485  # CUHK01's training identities in the project's split
 
@@ -164,9 +163,10 @@ def profile_stage(stage: int, batch: int, steps: int, warmup: int) -> dict:
     }
 
 
+#: Run with the repository root as the working directory, where ``-c`` finds the bench package (sys.path[0] is
+#: the working directory), as ``python -m bench.profile_step`` does.
 ONEDNN_CHILD = r"""
 import sys
-sys.path.insert(0, sys.argv[3])
 from bench.profile_step import build
 step, batches = build(int(sys.argv[1]), int(sys.argv[2]))
 it = iter(batches)
@@ -182,7 +182,7 @@ def onednn_summary(stage: int, batch: int, threads: int | None) -> dict:
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "DNNL_VERBOSE": "1"}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = subprocess.run([sys.executable, "-c", ONEDNN_CHILD, str(stage), str(batch), str(REPO)], env=env,
+    out = subprocess.run([sys.executable, "-c", ONEDNN_CHILD, str(stage), str(batch)], env=env,
                          capture_output=True, text=True, check=True, cwd=REPO).stdout
     measured = out.split("=== measured step ===", 1)[-1]
     totals: dict[str, float] = collections.defaultdict(float)

@@ -1,8 +1,8 @@
 """The search for a real-data CPU recipe, on validation identities only: every configuration tried, its score, its time.
 
-    python bench/recipe_search.py --cuhk01 /data/CUHK01/campus                 # every candidate, CUHK01 validation
-    python bench/recipe_search.py --cuhk01 ... --only bot_sgd_160 cpu          # some of them
-    python bench/recipe_search.py --synthetic --only cpu bot_sgd_160           # the synthetic check (seed-1 data)
+    python -m bench.recipe_search --cuhk01 /data/CUHK01/campus                 # every candidate, CUHK01 validation
+    python -m bench.recipe_search --cuhk01 ... --only bot_sgd_160 cpu          # some of them
+    python -m bench.recipe_search --synthetic --only cpu bot_sgd_160           # the synthetic check (seed-1 data)
 
 CUHK01: the fixed split's 485 training identities, of which the last ``--validation-identities`` (100) are
 held out as query (camera A) and gallery (camera B); the other 385 train. The 486 test identities are never
@@ -26,9 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-import ablation
-from machine import cpu_model
-
+from bench import ablation
 from fmn_core.data.synthetic import generate_synthetic
 from fmn_core.data.synthetic.config import resolve_config
 from fmn_core.engine import load_recipe
@@ -122,16 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out / dataset
     report = RESULTS / f"recipe_search_{dataset}.json"
     rows = {row["name"]: row for row in json.loads(report.read_text())["rows"]} if report.is_file() else {}
-    machine = f"{cpu_model()}, {ablation.machine().split(', ', 1)[1]}"
+    machine = ablation.machine()
     for name in args.only or list(CANDIDATES):
         _log(f"{dataset}: {name} ({CANDIDATES[name][0]})")
         rows[name] = {**run_candidate(name, dataset_args, out), "machine": machine}
         ordered = [rows[n] for n in CANDIDATES if n in rows]
         RESULTS.mkdir(parents=True, exist_ok=True)
         text = markdown(dataset, ordered, machine)
+        command = " ".join(["python", "-m", "bench.recipe_search", *(argv if argv is not None else sys.argv[1:])])
         report.write_text(json.dumps({"dataset": dataset, "validation_identities": args.validation_identities
-                                      if args.cuhk01 else None, "command": " ".join(["python", *sys.argv]),
-                                      "rows": ordered}, indent=1))
+                                      if args.cuhk01 else None, "command": command, "rows": ordered}, indent=1))
         report.with_suffix(".md").write_text(text)
         print(text, flush=True)
     return 0

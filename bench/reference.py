@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE
 from fmn_core.utils.errors import FMNInputError
 
 
@@ -49,8 +50,8 @@ def _reciprocal(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[np.any(backward == i, axis=1)]
 
 
-def re_ranking_reference(q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray, k1: int = 20,
-                         k2: int = 6, lambda_value: float = 0.3) -> np.ndarray:
+def re_ranking_reference(q_g_dist: np.ndarray, q_q_dist: np.ndarray, g_g_dist: np.ndarray, k1: int = K1,
+                         k2: int = K2, lambda_value: float = LAMBDA_VALUE) -> np.ndarray:
     """k-reciprocal re-ranking (Zhong et al., CVPR 2017) with dense N x N matrices."""
     num_q = q_g_dist.shape[0]
     full = np.block([[q_q_dist, q_g_dist], [q_g_dist.T, g_g_dist]])

@@ -1,8 +1,8 @@
 """Re-ranking and evaluation speed and memory, side by side with the plain NumPy versions.
 
-    python bench/rerank_speed.py                      # Market-1501 scale: 3,368 queries x 15,913 gallery
-    python bench/rerank_speed.py --scale msmt17       # 11,659 x 82,161: the feature path only
-    python bench/rerank_speed.py --scale small        # a quick look
+    python -m bench.rerank_speed                      # Market-1501 scale: 3,368 queries x 15,913 gallery
+    python -m bench.rerank_speed --scale msmt17       # 11,659 x 82,161: the feature path only
+    python -m bench.rerank_speed --scale small        # a quick look
 
 Descriptors are synthetic (identity centres plus noise, L2-normalised, like
 real re-ID features) so the neighbour structure is realistic. Every row runs
@@ -42,8 +42,7 @@ def make_features(num_query: int, num_gallery: int, identities: int, dim: int, s
 
 
 def _job(name: str, args: dict, queue) -> None:
-    from reference import evaluate_reference, re_ranking_reference  # bench/reference.py, beside this script
-
+    from bench.reference import evaluate_reference, re_ranking_reference
     from fmn_core.retrieval import evaluate, pairwise_distance
     from fmn_core.retrieval.reranking import re_ranking, re_ranking_features
 

@@ -1,7 +1,7 @@
 """Single-query search latency over a large gallery (the `fmn search` path, query extraction excluded).
 
-    python bench/search_speed.py                         # 20,000 gallery descriptors, 2560-d and 4096-d
-    python bench/search_speed.py --gallery 100000
+    python -m bench.search_speed                         # 20,000 gallery descriptors, 2560-d and 4096-d
+    python -m bench.search_speed --gallery 100000
 
 The gallery is synthetic (identity centres plus noise, L2-normalised), held as
 `fmn_core.retrieval.search.Gallery` holds a loaded table. Each query is timed

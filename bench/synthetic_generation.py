@@ -1,7 +1,7 @@
 """Benchmark the synthetic dataset generator: images per second, including JPEG encoding and writing.
 
-    python bench/synthetic_generation.py --preset small --workers 1
-    python bench/synthetic_generation.py --preset market --workers 2
+    python -m bench.synthetic_generation --preset small --workers 1
+    python -m bench.synthetic_generation --preset market --workers 2
 
 Writes a JSON record (default bench/results/synthetic_generation.json) so numbers can be compared
 across machines and versions; the generated dataset goes to a temporary folder unless --out is given.
@@ -14,21 +14,19 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from fmn_core.data.synthetic import GENERATOR_VERSION, PRESETS, generate_synthetic
+from fmn_core.data.synthetic import GENERATOR_VERSION, SYNTHETIC_PRESETS, generate_synthetic
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "synthetic_generation.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", choices=sorted(PRESETS), help="dataset size (default: small)")
+    parser.add_argument("--preset", default="small", choices=sorted(SYNTHETIC_PRESETS),
+                        help="dataset size (default: small)")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes (default: 1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="dataset root to write (default: a temporary folder, deleted afterwards)")

@@ -1,7 +1,7 @@
 """How far round-off alone moves a result: the same seed trained with 1 and with 2 CPU threads.
 
-    python bench/thread_stability.py --name cpu_synthetic                               # synthetic 'small', cpu
-    python bench/thread_stability.py --name cuhk01_val --dataset cuhk01 --root /data/CUHK01/campus \\
+    python -m bench.thread_stability --name cpu_synthetic                               # synthetic 'small', cpu
+    python -m bench.thread_stability --name cuhk01_val --dataset cuhk01 --root /data/CUHK01/campus \\
         --reader-option validation_identities=100 --config cuhk01_cpu
 
 The thread count changes the order of floating-point sums, so the two trainings start from the same weights and
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from machine import cpu_model
+from fmn_core.utils.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results" / "thread_stability.json"
@@ -32,7 +32,7 @@ THREADS = (1, 2)
 def train(threads: int, args: argparse.Namespace, passthrough: list[str]) -> dict:
     """Both stages of one seed with ``threads`` threads (a process of its own); the validation / test scores."""
     out = args.out / args.name / f"threads{threads}"
-    command = [sys.executable, str(ROOT / "bench" / "ablation.py"), *passthrough, "--seeds", str(args.seed),
+    command = [sys.executable, "-m", "bench.ablation", *passthrough, "--seeds", str(args.seed),
                "--variants", "fmn", "--alphas", "--out", str(out)]
     started = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "FMN_THREADS": str(threads)})
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                           "difference": {row: {m: round(runs["2"]["scores"][row][m] - runs["1"]["scores"][row][m], 2)
                                                for m in ("rank1", "mAP")} for row in ROWS},
                           "seed_spread": seed_spread(args.seed_study), "machine": f"{cpu_model()}, "
-                          f"{os.cpu_count()} cores", "command": " ".join(["python", "bench/thread_stability.py",
+                          f"{os.cpu_count()} cores", "command": " ".join(["python", "-m", "bench.thread_stability",
                                                                           *(argv or sys.argv[1:])])}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(entries, indent=1))

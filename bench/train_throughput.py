@@ -1,7 +1,7 @@
 """Training and extraction throughput of the FMN code next to a plain torchvision ResNet.
 
-    python bench/train_throughput.py                                   # CPU: ResNet-50, 256x128, batch 32
-    python bench/train_throughput.py --device cuda --batch-size 256 --preset market --epochs 3
+    python -m bench.train_throughput                                   # CPU: ResNet-50, 256x128, batch 32
+    python -m bench.train_throughput --device cuda --batch-size 256 --preset market --epochs 3
 
 Rows (images/s, steady state: the first epoch is a warm-up and not counted):
 

@@ -16,9 +16,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field, ValidationError, create_model, model_validator
 
-from fmn_assets.launchers import Launcher, torchrun_command
+from fmn_assets.execution.launchers import Launcher, torchrun_command
 from fmn_assets.promotion import DEFAULT_COMPARED, DEFAULT_TOLERANCE, SCORE_METRICS, SCORE_ROWS, parse_compared
-from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
+from fmn_core.data.synthetic import SYNTHETIC_PRESETS
 from fmn_core.engine.config import (
     AMP_MODES,
     FIELD_TYPES,
@@ -32,6 +32,7 @@ from fmn_core.engine.recipes import load_recipe, recipe_names
 from fmn_core.models.backbone import ARCHITECTURES, LITE_MASKABLE_LAYERS, MASKABLE_LAYERS
 from fmn_core.models.mixing import MASK_FORMS
 from fmn_core.retrieval.descriptors import DESCRIPTOR_KINDS
+from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE
 from fmn_core.utils.device import DEVICE_CHOICES, device_spelling_problem
 from fmn_core.utils.errors import FMNInputError
 
@@ -69,7 +70,7 @@ class StepConfig(dg.Config):
         return []
 
 
-#: The synthetic generator's presets (fmn_core.data.synthetic.PRESETS); 'small' is the main job's.
+#: The synthetic generator's presets (fmn_core.data.synthetic.SYNTHETIC_PRESETS); 'small' is the main job's.
 SyntheticPreset = _choices("SyntheticPreset", SYNTHETIC_PRESETS)
 DEFAULT_SYNTHETIC_PRESET = "small"
 
@@ -223,9 +224,9 @@ class EvaluationConfig(StepConfig):
     """Evaluation and re-ranking (sections 3.5 and 4.2)."""
 
     rerank: bool = True
-    k1: int = Field(20, ge=1, description="k-reciprocal neighbourhood size")
-    k2: int = Field(6, ge=1, description="query-expansion neighbourhood size (at most k1)")
-    lambda_value: float = Field(0.3, ge=0, le=1, description="weight of the original distance")
+    k1: int = Field(K1, ge=1, description="k-reciprocal neighbourhood size")
+    k2: int = Field(K2, ge=1, description="query-expansion neighbourhood size (at most k1)")
+    lambda_value: float = Field(LAMBDA_VALUE, ge=0, le=1, description="weight of the original distance")
     max_rank: int = Field(50, ge=1)
     ranked_list_queries: int = Field(4, ge=1, le=50, description="queries shown in the ranked-list picture")
     heatmap_images: int = Field(8, ge=1, le=64, description="images shown in the mask / activation picture")

@@ -24,7 +24,7 @@ def executor() -> dg.ExecutorDefinition:
     if name == "celery":
         from dagster_celery import celery_executor
 
-        from fmn_assets.celery_queues import celery_executor_config
+        from fmn_assets.execution.celery_queues import celery_executor_config
 
         return celery_executor.configured(celery_executor_config(), name="celery")
     if name == "k8s":

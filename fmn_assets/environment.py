@@ -20,7 +20,7 @@ from typing import Any
 
 from dagster._utils.schedules import is_valid_cron_string  # not re-exported at the top level
 
-from fmn_assets.celery_queues import BACKEND_ENV, BROKER_ENV
+from fmn_assets.execution.celery_queues import BACKEND_ENV, BROKER_ENV
 from fmn_core.utils.env import FLAG_VARIABLES, flag
 from fmn_core.utils.errors import FMNInputError
 from fmn_core.utils.threads import thread_setting

@@ -35,6 +35,16 @@ from fmn_assets.resources import project_dir
 
 JOB_NAME = "fmn_pipeline"
 
+#: The instance settings of a run without --verbose. Dagster prints to the terminal through two console loggers:
+#: the run config's ``loggers.console`` (set to CRITICAL in :func:`run_once`), and, in every step worker process
+#: of the multiprocess executor, the instance's default console logger, which reports the worker's start
+#: (``STEP_WORKER_STARTED``, DEBUG) before the run config's loggers exist. That one logs at the instance's
+#: ``python_logs.python_log_level`` (DEBUG when unset), which the step processes get with the instance. INFO keeps
+#: the steps' own messages (the epoch lines the short view shows); every event, DEBUG included, is still stored,
+#: so the log file keeps it. Python log records below INFO that are no event (a debug line of an I/O manager) are
+#: then not kept.
+QUIET_INSTANCE = {"python_logs": {"python_log_level": "INFO"}}
+
 
 def pipeline_job():
     """The job the main job runs, rebuilt by each step process (``dagster.reconstructable``)."""
@@ -151,6 +161,17 @@ def git_commit_line(root: Path, partition: str) -> str:
     return f"git add {shlex.join(names)} && git commit -m {shlex.quote(message)}"
 
 
+def open_instance(verbose: bool):
+    """The instance at $DAGSTER_HOME; without ``verbose``, with :data:`QUIET_INSTANCE` over its dagster.yaml."""
+    import dagster as dg
+
+    if verbose:
+        return dg.DagsterInstance.get()
+    from dagster._core.instance.ref import InstanceRef  # not re-exported at the top level
+
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(os.environ["DAGSTER_HOME"], overrides=QUIET_INSTANCE))
+
+
 def run_once(partition: str, run_config: dict, select: str, log_file: Path, verbose: bool) -> bool:
     """One run of the pipeline job on the instance at $DAGSTER_HOME, shown as it goes; True when it succeeded."""
     import dagster as dg
@@ -172,7 +193,7 @@ def run_once(partition: str, run_config: dict, select: str, log_file: Path, verb
     token = uuid.uuid4().hex
     print(f"[fmn] {JOB_NAME} for partition {partition}"
           + (f", assets {', '.join(k.to_user_string() for k in asset_keys)}" if asset_keys else ""), flush=True)
-    with dg.DagsterInstance.get() as instance, open(log_file, "a", encoding="utf-8") as log:
+    with open_instance(verbose) as instance, open(log_file, "a", encoding="utf-8") as log:
         # with --verbose Dagster's console log is the terminal view; the follower still fills the log file
         view = RunView(log, out=open(os.devnull, "w") if verbose else sys.stdout,  # noqa: SIM115 -- process-long
                        interactive=sys.stdout.isatty() and not verbose)

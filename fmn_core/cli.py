@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fmn_core.data import DATASET_READERS, DatasetError, read_dataset
 from fmn_core.data.image_check import CHECK_MODES
+from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE
 from fmn_core.utils.env import DEBUG, OFFLINE, flag
 from fmn_core.utils.errors import FMNInputError
 from fmn_core.utils.output_guard import check_output
@@ -97,11 +98,11 @@ def train_from_args(args: argparse.Namespace, on_epoch_end=None):
     from fmn_core.engine import load_recipe, parse_overrides, train_stage1, train_stage2
 
     config = load_recipe(args.config, **parse_overrides(args.set))
-    config.require_epochs(1 if args.command == "train-stage1" else 2, args.command)
+    config.require_epochs(args.stage, args.command)
     if args.out.exists() and not args.out.is_dir():
         raise FMNInputError(f"--out {args.out} is a file; give the folder for checkpoints and metrics")
     table = _load_table(args)
-    if args.command == "train-stage1":
+    if args.stage == 1:
         return train_stage1(table, config, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
     return train_stage2(table, config, args.grn, args.out, resume=not args.no_resume, on_epoch_end=on_epoch_end)
 
@@ -295,8 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split_id(inspect)
     inspect.set_defaults(func=_inspect)
 
-    for name, text in (("train-stage1", "stage 1: fine-tune the GRN (Algorithm 1, lines 1-2)"),
-                       ("train-stage2", "stage 2: freeze the GRN, train MN + LAN (Algorithm 1, line 3)")):
+    for stage, text in ((1, "stage 1: fine-tune the GRN (Algorithm 1, lines 1-2)"),
+                        (2, "stage 2: freeze the GRN, train MN + LAN (Algorithm 1, line 3)")):
+        name = f"train-stage{stage}"
         train = commands.add_parser(name, help=text)
         _add_data_arguments(train)
         train.add_argument("--config", "--preset", dest="config", default="cpu", metavar="RECIPE",
@@ -305,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="change one option")
         train.add_argument("--out", type=Path, required=True, help="folder for checkpoints and metrics")
         train.add_argument("--no-resume", action="store_true", help="ignore a partial checkpoint in --out")
-        if name == "train-stage2":
+        if stage == 2:
             train.add_argument("--grn", type=Path, required=True, help="the stage-1 checkpoint (grn.pt)")
-        train.set_defaults(func=_train)
+        train.set_defaults(func=_train, stage=stage)
 
     extract = commands.add_parser("extract", help="query and gallery descriptors (GRN, LAN, FMN) to Parquet")
     _add_data_arguments(extract)
@@ -323,13 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a table written by 'fmn extract', or the pipeline's query_descriptors.parquet and "
                                "gallery_descriptors.parquet together")
     evaluate.add_argument("--rerank", action="store_true", help="add the FMN + k-reciprocal re-ranking row")
-    evaluate.add_argument("--k1", type=_positive_int, default=20,
-                          help="re-ranking's k-reciprocal neighbourhood (paper: 20; CUHK01's two gallery images per "
-                               "identity: 4, chosen on a validation split, docs/results.md)")
-    evaluate.add_argument("--k2", type=_positive_int, default=6, help="re-ranking's query expansion (paper: 6; "
+    evaluate.add_argument("--k1", type=_positive_int, default=K1,
+                          help=f"re-ranking's k-reciprocal neighbourhood (paper: {K1}; CUHK01's two gallery images "
+                               "per identity: 4, chosen on a validation split, docs/results.md)")
+    evaluate.add_argument("--k2", type=_positive_int, default=K2, help=f"re-ranking's query expansion (paper: {K2}; "
                                                                      "CUHK01: 2)")
-    evaluate.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
-                          help="weight of the original distance (0.3)")
+    evaluate.add_argument("--lambda", dest="lambda_value", type=float, default=LAMBDA_VALUE,
+                          help=f"weight of the original distance ({LAMBDA_VALUE})")
     evaluate.add_argument("--json", type=Path, help="also write the metrics here")
     evaluate.add_argument("--allow-mixed-datasets", action="store_true",
                           help="score tables from different split tables or image roots together (refused by "

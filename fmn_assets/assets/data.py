@@ -15,8 +15,7 @@ from fmn_assets.metadata import table_schema
 from fmn_assets.partitions import DATASETS, dataset_partitions
 from fmn_assets.resources import DVCError, DVCResource, ProjectPaths
 from fmn_core.data import DatasetError, read_dataset
-from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
-from fmn_core.data.synthetic import generate_synthetic
+from fmn_core.data.synthetic import SYNTHETIC_PRESETS, generate_synthetic
 
 OWNERS = ["team:reid"]
 

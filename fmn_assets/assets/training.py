@@ -10,13 +10,13 @@ from dagster._core.errors import DagsterPipesExecutionError  # not re-exported a
 
 from fmn_assets.assets.data import OWNERS, dataset_splits, load_report, split_table
 from fmn_assets.automation import WHEN_UPSTREAM_CHANGED, training_condition
-from fmn_assets.celery_queues import GPU_QUEUE, QUEUE_TAG
 from fmn_assets.code_versions import TRAINING_CODE
 from fmn_assets.configs import DistributedTraining, FMNTrainingConfig, GRNTrainingConfig
 from fmn_assets.environment import RETRY_DELAY_S
+from fmn_assets.execution.celery_queues import GPU_QUEUE, QUEUE_TAG
+from fmn_assets.execution.k8s import gpu_step_k8s_config
+from fmn_assets.execution.launchers import describe, torchrun_command
 from fmn_assets.failures import bad_input_fails_the_step
-from fmn_assets.k8s import gpu_step_k8s_config
-from fmn_assets.launchers import describe, torchrun_command
 from fmn_assets.metadata import history_markdown, records_table
 from fmn_assets.partitions import dataset_partitions
 from fmn_assets.resources import DVCResource, ProjectPaths
@@ -34,7 +34,7 @@ from fmn_core.models.mixing import mask_collapse_reasons
 from fmn_core.utils.errors import FMNInputError
 
 #: One GPU per GPU step on Kubernetes, plus the GPU-node toleration and a RAM /dev/shm (dagster-k8s reads this tag;
-#: local runs ignore it). `processes: N` needs N GPUs: fmn_assets.k8s.multi_gpu_run_config sets both per run.
+#: local runs ignore it). `processes: N` needs N GPUs: fmn_assets.execution.k8s.multi_gpu_run_config sets both per run.
 #: With FMN_EXECUTOR=celery the same steps go to the Celery queue the GPU hosts serve.
 GPU_TAGS = {"dagster-k8s/config": gpu_step_k8s_config(gpus=1), QUEUE_TAG: GPU_QUEUE}
 #: A failed step (a lost node, a preempted GPU) is retried; it resumes from its partial checkpoint. The first retry
@@ -47,16 +47,16 @@ TRAINING = dict(partitions_def=dataset_partitions, group_name="training", owners
 
 def _torchrun(context: dg.AssetExecutionContext, stage: int, config: TrainConfig, splits: Path, out: Path,
               where: DistributedTraining, grn: Path | None) -> list[dict]:
-    """Training under torchrun, on this host or across nodes (fmn_assets.launchers), reported live through Pipes.
+    """Training under torchrun (fmn_assets.execution.launchers) on this host or across nodes, reported through Pipes.
 
-    Rank 0 of ``fmn_assets.torchrun_entry`` logs every epoch into this run's event log and reports which host
+    Rank 0 of ``fmn_assets.execution.torchrun_entry`` logs every epoch into this run's event log and reports which host
     each rank ran on (returned); the processes' own output goes to the step's captured stdout / stderr. Across
     nodes, rank 0 may run elsewhere: the Pipes context travels in the environment (srun and the launchers pass it
     on) and its messages in a file on the shared artifact folder.
     """
     out.mkdir(parents=True, exist_ok=True)
     recipe = save_config(config, out / f".stage{stage}.torchrun.config.yaml")  # the run's configuration, as a file
-    entry = ["-m", "fmn_assets.torchrun_entry", "--stage", str(stage), "--splits", str(splits),
+    entry = ["-m", "fmn_assets.execution.torchrun_entry", "--stage", str(stage), "--splits", str(splits),
              "--config", str(recipe), "--out", str(out), *(["--grn", str(grn)] if grn else [])]
     with bad_input_fails_the_step(f"cannot launch stage {stage} training"):
         try:
@@ -162,13 +162,13 @@ def _train(context: dg.AssetExecutionContext, stage: int, make_config: Callable[
                 and torch.cuda.device_count() < processes:
             raise FMNInputError(f"processes: {processes} needs {processes} GPUs, but this step sees "
                                 f"{torch.cuda.device_count()}; on Kubernetes request them with "
-                                "fmn_assets.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set "
+                                "fmn_assets.execution.k8s.multi_gpu_run_config (deploy/k8s/README.md), or set "
                                 "overrides: {device: cpu}")
         if processes > 1 or where.nodes > 1:
             ranks = _torchrun(context, stage, config, paths.splits(dataset), out, where, grn)
             return _result_from_files(stage, paths, dataset, ranks)
 
-        total = config.stage1_epochs if stage == 1 else config.stage2_epochs
+        total = config.stage(stage).epochs
 
         def log_epoch(stage: int, epoch: int, row: dict) -> None:
             context.log.info(f"stage {stage} epoch {epoch}/{total}: " + ", ".join(

@@ -1,4 +1,4 @@
-"""Training configuration: every hyper-parameter of section 4.2, with two presets.
+"""Training configuration: every hyper-parameter of section 4.2; the defaults are the paper's recipe.
 
 What the paper states is used as stated: SGD with momentum 0.9, learning rate
 0.1 dropping to 0.01 after 20 epochs (stage 1, the GRN) and after 35 epochs
@@ -16,9 +16,10 @@ label smoothing, warmup and a cosine schedule, AdamW, BNNeck, a batch-hard
 triplet loss with P x K identity batches) are fields too, all off by default:
 the ``paper`` and ``cpu`` recipes train exactly as without them.
 
-This dataclass is the one schema of a training run. The recipes that fill it
-(``paper``, ``cpu``, one file per ablation row) are YAML files in
-``fmn_core/configs``, read by ``fmn_core.engine.recipes``.
+This dataclass is the one schema of a training run, and its defaults are the
+one home of the paper's recipe: ``TrainConfig()`` is what ``paper`` resolves to.
+The recipes that fill it (``paper``, ``cpu``, one file per ablation row) are YAML
+files in ``fmn_core/configs``, read by ``fmn_core.engine.recipes``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,39 @@ MASK_MODES = ("learned", "constant")
 LAN_INITS = ("theta_o", "grn")
 LR_SCHEDULES = ("step", "cosine")
 OPTIMIZERS = ("sgd", "adamw")
+#: Algorithm 1's two stages: 1 fine-tunes the GRN, 2 trains the MN and LAN on the frozen GRN.
+STAGES = (1, 2)
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """What one stage trains with: the three settings the stages do not share, and the fields that hold them.
+
+    :meth:`TrainConfig.stage` is the one place that maps a stage to its fields, so the trainer, the CLI and the
+    orchestrators cannot pick different ones; the field names are for messages that tell a user what to change.
+    """
+
+    stage: int
+    epochs: int
+    lr: float
+    lr_drop_epoch: int
+
+    @staticmethod
+    def field_name(stage: int, setting: str) -> str:
+        """The TrainConfig field of ``setting`` ('epochs', 'lr' or 'lr_drop_epoch') for ``stage``."""
+        return f"stage{stage}_{setting}"
+
+    @property
+    def epochs_field(self) -> str:
+        return self.field_name(self.stage, "epochs")
+
+    @property
+    def lr_field(self) -> str:
+        return self.field_name(self.stage, "lr")
+
+    @property
+    def lr_drop_epoch_field(self) -> str:
+        return self.field_name(self.stage, "lr_drop_epoch")
 
 
 @dataclass
@@ -49,8 +83,8 @@ class TrainConfig:
     arch: str = "resnet50"
     pretrained: str = "imagenet"  # 'imagenet' (torch cache only), 'none', or a .pth path
     masked_layer: str = "pool1"
-    input_height: int = 256
-    input_width: int = 128
+    input_height: int = 224  # Table 5: Pool1 of a 224x224 input gives the 56x56 mask
+    input_width: int = 224
     batch_size: int = 32
     stage1_epochs: int = 30
     stage1_lr: float = 0.1
@@ -145,14 +179,22 @@ class TrainConfig:
             problems.append(f"bn_neck=True needs batch_size of at least 2, got {self.batch_size}: BatchNorm "
                             "cannot normalise a batch of one")
         if self.warmup_epochs > 0 and self.lr_schedule == "step":
-            problems += [f"{name}={getattr(self, name)}: must come after warmup_epochs={self.warmup_epochs} "
-                         "(lr_schedule='step' drops the rate after the warmup); use a later drop or fewer warmup "
-                         "epochs" for name in ("stage1_lr_drop_epoch", "stage2_lr_drop_epoch")
-                         if getattr(self, name) <= self.warmup_epochs]
+            problems += [f"{s.lr_drop_epoch_field}={s.lr_drop_epoch}: must come after warmup_epochs="
+                         f"{self.warmup_epochs} (lr_schedule='step' drops the rate after the warmup); use a later "
+                         "drop or fewer warmup epochs" for s in map(self.stage, STAGES)
+                         if s.lr_drop_epoch <= self.warmup_epochs]
         return problems
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def stage(self, stage: int) -> StageSettings:
+        """Epochs, learning rate and drop epoch of ``stage`` (1 or 2), with the fields they come from."""
+        if stage not in STAGES:
+            raise FMNInputError(f"stage {stage!r}: expected one of {STAGES}")
+        values = [getattr(self, StageSettings.field_name(stage, setting))
+                  for setting in ("epochs", "lr", "lr_drop_epoch")]
+        return StageSettings(stage, *values)
 
     def require_epochs(self, stage: int, what: str = "a training") -> TrainConfig:
         """Refuse 0 epochs for ``stage``: an untrained network would be written as a finished checkpoint.
@@ -160,9 +202,9 @@ class TrainConfig:
         ``validate`` allows 0 (an ablation wraps a GRN in an untrained stage 2); every training entry point
         (the CLI, the Dagster steps, a run's pre-flight check) asks this instead.
         """
-        name = f"stage{stage}_epochs"
-        if getattr(self, name) < 1:
-            raise FMNInputError(f"{name}={getattr(self, name)}: {what} trains at least 1 epoch")
+        settings = self.stage(stage)
+        if settings.epochs < 1:
+            raise FMNInputError(f"{settings.epochs_field}={settings.epochs}: {what} trains at least 1 epoch")
         return self
 
     @classmethod

@@ -189,15 +189,9 @@ def metric_names(stage: int, config: TrainConfig) -> list[str]:
 WARMUP_START_FACTOR = 0.1
 
 
-def stage_settings(config: TrainConfig, stage: int) -> tuple[int, float, int]:
-    """(epochs, learning rate, drop epoch) of a stage."""
-    return ((config.stage1_epochs, config.stage1_lr, config.stage1_lr_drop_epoch) if stage == 1 else
-            (config.stage2_epochs, config.stage2_lr, config.stage2_lr_drop_epoch))
-
-
 def build_optimizer(model: FeatureMaskNetwork, config: TrainConfig, stage: int) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's) or AdamW, over the trainable parameters; the MN keeps its mask_lr_scale."""
-    lr = stage_settings(config, stage)[1]
+    lr = config.stage(stage).lr
     groups = _parameter_groups(model, lr, config)
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, weight_decay=config.weight_decay)
@@ -213,7 +207,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
     cosine decay reaching 0 at the stage's end (CosineAnnealingLR over the epochs after the warmup). Without
     warmup the step schedule is the bare MultiStepLR of the paper's recipe.
     """
-    epochs, _, drop = stage_settings(config, stage)
+    settings = config.stage(stage)
+    epochs, drop = settings.epochs, settings.lr_drop_epoch
     warmup = config.warmup_epochs
     if config.lr_schedule == "cosine":
         main = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs - warmup))
@@ -231,122 +226,210 @@ def _run_stage(*, stage: int, out_dir: Path, runtime: _Runtime, **kwargs) -> Tra
         return _train_into(stage=stage, out_dir=out_dir, runtime=runtime, **kwargs)
 
 
-def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, table: pd.DataFrame,
-                out_dir: Path, runtime: _Runtime, resume: bool, progress: bool,
-                on_epoch_end: EpochCallback | None, cache: ImageCache | None, extra: dict) -> TrainResult:
-    start_wall = time.perf_counter()
-    epochs = stage_settings(config, stage)[0]
-    step_fn, names = (_stage1_step if stage == 1 else _stage2_step), metric_names(stage, config)
-    paths, labels, label_map, fingerprint = _train_split(table)
-    extra = {**extra, "train_fingerprint": fingerprint}
-    context, device = runtime.context, runtime.device
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final_path, partial_path = out_dir / STAGE_FILES[stage], out_dir / f"{STAGE_FILES[stage][:-3]}.partial.pt"
-    metrics_path = out_dir / f"stage{stage}_metrics.jsonl"
+@dataclass(frozen=True)
+class StageFiles:
+    """Where a stage writes: the finished checkpoint, the partial one a restart resumes from, the epoch metrics."""
 
-    model.to(device)
+    final: Path
+    partial: Path
+    metrics: Path
+
+    @classmethod
+    def of(cls, out_dir: Path, stage: int) -> StageFiles:
+        name = STAGE_FILES[stage]
+        return cls(out_dir / name, out_dir / f"{name[:-3]}.partial.pt", out_dir / f"stage{stage}_metrics.jsonl")
+
+
+@dataclass
+class _StageRun:
+    """One stage in progress: what it trains, where it writes, and the epochs done so far.
+
+    The set-up (:func:`_start`), the resume decision (:func:`_resumable_state`), one epoch (:func:`_train_epoch`),
+    what is kept after it (:meth:`record`) and the finish (:meth:`finish`) each read and change this state, so
+    each can be read, and tested, alone.
+    """
+
+    stage: int
+    config: TrainConfig
+    model: FeatureMaskNetwork
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    files: StageFiles
+    label_map: dict[int, int]
+    extra: dict
+    start_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        return self.config.stage(self.stage).epochs
+
+    def save(self, path: Path, epoch: int, complete: bool, diagnostics: dict | None = None) -> Path:
+        return save_checkpoint(path, model=self.model, config=self.config, stage=self.stage, epoch=epoch,
+                               complete=complete, label_map=self.label_map, optimizer=self.optimizer,
+                               scheduler=self.scheduler, history=self.history, extra=self.extra,
+                               diagnostics=diagnostics)
+
+    def resume_from(self, state: dict) -> None:
+        """Continue from a partial checkpoint's state (:func:`_resumable_state` said it is this run's)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch, self.history = state["epoch"], list(state["history"])
+        log.info("stage %d resumes from %s at epoch %d", self.stage, self.files.partial, self.start_epoch)
+
+    def record(self, row: dict, is_main: bool, progress: bool) -> None:
+        """Keep a finished epoch: its metrics row, the metrics log and (every checkpoint_every epochs) the partial
+        checkpoint; rank 0 alone writes."""
+        self.history.append(row)
+        if not is_main:
+            return
+        epoch = row["epoch"]
+        write_metrics_log(self.files.metrics, self.history)
+        if epoch % self.config.checkpoint_every == 0 and epoch < self.epochs:
+            self.save(self.files.partial, epoch, complete=False)
+        if progress:
+            shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
+                              if k not in ("stage",))
+            print(f"stage {self.stage} | {shown}", flush=True)
+
+    def finish(self, diagnostics: dict | None) -> None:
+        """The finished checkpoint, its configuration beside it as a recipe, the final metrics log; the partial
+        checkpoint is removed (rank 0 only: the caller decides)."""
+        self.save(self.files.final, self.epochs, complete=True,
+                  diagnostics={"mask": diagnostics} if diagnostics else None)
+        save_config(self.config, config_file(self.files.final))  # a recipe to train it again
+        self.files.partial.unlink(missing_ok=True)
+        write_metrics_log(self.files.metrics, self.history)
+
+
+def _resumable_state(files: StageFiles, stage: int, config: TrainConfig, extra: dict) -> dict | None:
+    """The partial checkpoint's state when it continues this very run (same stage, training data, GRN and settings,
+    runtime fields aside), else None: an unreadable or different partial checkpoint is trained over, with a warning."""
+    if not files.partial.is_file():
+        return None
+    try:
+        state = load_checkpoint(files.partial)
+        same = (state["stage"] == stage and state["extra"] == extra
+                and _comparable(state["config"]) == _comparable(config.to_dict()))
+    except CheckpointError as exc:
+        log.warning("ignoring unreadable partial checkpoint: %s", exc)
+        same = False
+    if same:
+        return state
+    log.warning("partial checkpoint %s was made with other settings or data; starting over", files.partial)
+    return None
+
+
+def _start(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, table: pd.DataFrame, out_dir: Path,
+           runtime: _Runtime, resume: bool, extra: dict) -> tuple[_StageRun, list[str], list[int]]:
+    """The model on its device, its optimiser and schedule, resumed from the partial checkpoint when it is this
+    run's; with the training images' paths and labels."""
+    paths, labels, label_map, fingerprint = _train_split(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.to(runtime.device)
     if runtime.channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config, stage)
-    scheduler = build_scheduler(optimizer, config, stage)
+    run = _StageRun(stage, config, model, optimizer, build_scheduler(optimizer, config, stage),
+                    StageFiles.of(out_dir, stage), label_map, {**extra, "train_fingerprint": fingerprint})
+    state = _resumable_state(run.files, stage, config, run.extra) if resume else None
+    if state is not None:
+        run.resume_from(state)
+    return run, paths, labels
 
-    start_epoch, history = 0, []
-    if resume and partial_path.is_file():
-        try:
-            state = load_checkpoint(partial_path)
-            same = (state["stage"] == stage and state["extra"] == extra
-                    and _comparable(state["config"]) == _comparable(config.to_dict()))
-        except CheckpointError as exc:
-            log.warning("ignoring unreadable partial checkpoint: %s", exc)
-            same = False
-        if same:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            start_epoch, history = state["epoch"], list(state["history"])
-            log.info("stage %d resumes from %s at epoch %d", stage, partial_path, start_epoch)
-        else:
-            log.warning("partial checkpoint %s was made with other settings or data; starting over", partial_path)
 
+def _batches(run: _StageRun, paths: list[str], labels: list[int], cache: ImageCache | None,
+             runtime: _Runtime) -> tuple[CachedBatches, ImageCache]:
+    """The stage's shuffled, augmented batches (this rank's shard), from ``cache`` when it holds the input size."""
+    config, context = run.config, runtime.context
     if cache is None or cache.size != config.input_size:
         cache = ImageCache.build(paths, config.input_size, workers=config.decode_workers or None)
     batches = CachedBatches(cache, labels, config.batch_size, augment=True, pad=config.crop_pad,
                             flip_prob=config.flip_prob, seed=config.seed
-                            + 7919 * stage, device=device, channels_last=runtime.channels_last,
+                            + 7919 * run.stage, device=runtime.device, channels_last=runtime.channels_last,
                             rank=context.rank, world_size=context.world_size, erase_prob=config.random_erasing,
                             instances_per_identity=config.instances_per_identity)
     if len(batches) == 0:
         raise FMNInputError(f"{len(paths)} training images make no full batch of {config.batch_size} "
                             f"(on {context.world_size} process(es)); lower batch_size")
+    return batches, cache
+
+
+def _train_epoch(run: _StageRun, epoch: int, wrapped: torch.nn.Module, batches: CachedBatches,
+                 scaler: torch.amp.GradScaler, runtime: _Runtime, progress: bool) -> tuple[dict, float]:
+    """One epoch (index ``epoch``, from 0) over every batch, then the schedule's step: its metrics row, summed over
+    all ranks, and its seconds unrounded. A NaN or infinite loss raises :class:`TrainingDivergedError` before
+    anything of the epoch is kept."""
+    stage, config, device, context = run.stage, run.config, runtime.device, runtime.context
+    step_fn, names = (_stage1_step if stage == 1 else _stage2_step), metric_names(stage, config)
+    optimizer = run.optimizer
+    wrapped.train()
+    batches.set_epoch(epoch)
+    meter = DeviceMeter(names, device)
+    bar = EpochProgress(len(batches), f"stage {stage} epoch {epoch + 1}/{run.epochs}", progress and context.is_main)
+    current_lr = optimizer.param_groups[0]["lr"]
+    epoch_start = time.perf_counter()
+    for images, targets in batches:
+        with torch.autocast(device.type, dtype=runtime.amp_dtype or torch.float32,
+                            enabled=runtime.amp_dtype is not None):
+            loss, stats = step_fn(wrapped, images, targets, config)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        meter.add(stats)
+        bar.step(images.shape[0], meter, "loss", "acc")
+    run.scheduler.step()
+    totals = dict(zip(names, all_reduce_sum(meter.sums.clone(), context).tolist(), strict=True))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - epoch_start
+    bar.close()
+    count = totals.pop("count")
+    row = {"stage": stage, "epoch": epoch + 1, "lr": current_lr,
+           **{name: value / count for name, value in totals.items()},
+           "images": int(count), "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+    if not math.isfinite(row["loss"]):  # every rank sees the same all-reduced loss, so all stop together
+        kept = f"; {run.files.partial} (epoch {epoch}) is kept" if run.files.partial.is_file() else ""
+        raise TrainingDivergedError(
+            f"stage {stage} diverged: loss {row['loss']} in epoch {epoch + 1} of {run.epochs} (lr {current_lr}); "
+            f"nothing was written for this epoch and no {run.files.final.name}{kept}. Lower the learning rate, or "
+            "check the inputs (a NaN in the data or the starting weights)")
+    return row, seconds
+
+
+def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, table: pd.DataFrame,
+                out_dir: Path, runtime: _Runtime, resume: bool, progress: bool,
+                on_epoch_end: EpochCallback | None, cache: ImageCache | None, extra: dict) -> TrainResult:
+    """Set up (or resume), train the remaining epochs, finish: the stage's whole run in ``out_dir``."""
+    start_wall = time.perf_counter()
+    context, device = runtime.context, runtime.device
+    run, paths, labels = _start(stage=stage, model=model, config=config, table=table, out_dir=out_dir,
+                                runtime=runtime, resume=resume, extra=extra)
+    batches, cache = _batches(run, paths, labels, cache, runtime)
     wrapped = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                if context.enabled else model)
     scaler = torch.amp.GradScaler(device.type, enabled=runtime.amp_dtype == torch.float16)
     trained_images, trained_seconds = 0, 0.0
 
-    for epoch in range(start_epoch, epochs):
-        wrapped.train()
-        batches.set_epoch(epoch)
-        meter = DeviceMeter(names, device)
-        bar = EpochProgress(len(batches), f"stage {stage} epoch {epoch + 1}/{epochs}", progress and context.is_main)
-        current_lr = optimizer.param_groups[0]["lr"]
-        epoch_start = time.perf_counter()
-        for images, targets in batches:
-            with torch.autocast(device.type, dtype=runtime.amp_dtype or torch.float32,
-                                enabled=runtime.amp_dtype is not None):
-                loss, stats = step_fn(wrapped, images, targets, config)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            meter.add(stats)
-            bar.step(images.shape[0], meter, "loss", "acc")
-        scheduler.step()
-        totals = dict(zip(names, all_reduce_sum(meter.sums.clone(), context).tolist(), strict=True))
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - epoch_start
-        bar.close()
-        count = totals.pop("count")
-        row = {"stage": stage, "epoch": epoch + 1, "lr": current_lr,
-               **{name: value / count for name, value in totals.items()},
-               "images": int(count), "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
-        if not math.isfinite(row["loss"]):  # every rank sees the same all-reduced loss, so all stop together
-            kept = f"; {partial_path} (epoch {epoch}) is kept" if partial_path.is_file() else ""
-            raise TrainingDivergedError(
-                f"stage {stage} diverged: loss {row['loss']} in epoch {epoch + 1} of {epochs} (lr {current_lr}); "
-                f"nothing was written for this epoch and no {final_path.name}{kept}. Lower the learning rate, or "
-                "check the inputs (a NaN in the data or the starting weights)")
-        history.append(row)
-        trained_images, trained_seconds = trained_images + int(count), trained_seconds + seconds
-        if context.is_main:
-            write_metrics_log(metrics_path, history)
-            if (epoch + 1) % config.checkpoint_every == 0 and epoch + 1 < epochs:
-                save_checkpoint(partial_path, model=model, config=config, stage=stage, epoch=epoch + 1,
-                                complete=False, label_map=label_map, optimizer=optimizer, scheduler=scheduler,
-                                history=history, extra=extra)
-            if progress:
-                shown = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()
-                                  if k not in ("stage",))
-                print(f"stage {stage} | {shown}", flush=True)
+    for epoch in range(run.start_epoch, run.epochs):
+        row, seconds = _train_epoch(run, epoch, wrapped, batches, scaler, runtime, progress)
+        run.record(row, context.is_main, progress)
+        trained_images, trained_seconds = trained_images + row["images"], trained_seconds + seconds
         barrier(context)
         if on_epoch_end is not None:
             on_epoch_end(stage, epoch + 1, row)
 
     diagnostics = _mask_diagnostics(model, cache, config, device, runtime.channels_last) if stage == 2 else None
     if context.is_main:
-        save_checkpoint(final_path, model=model, config=config, stage=stage, epoch=epochs, complete=True,
-                        label_map=label_map, optimizer=optimizer, scheduler=scheduler, history=history, extra=extra,
-                        diagnostics={"mask": diagnostics} if diagnostics else None)
-        save_config(config, config_file(final_path))  # beside the checkpoint, as a recipe to train it again
-        partial_path.unlink(missing_ok=True)
-        write_metrics_log(metrics_path, history)
+        run.finish(diagnostics)
     barrier(context)
-    wrote = context.is_main
-    return TrainResult(checkpoint=final_path, stage=stage, epochs=epochs, history=history,
+    return TrainResult(checkpoint=run.files.final, stage=stage, epochs=run.epochs, history=run.history,
                        wall_seconds=time.perf_counter() - start_wall,
                        images_per_second=trained_images / trained_seconds if trained_seconds else 0.0,
-                       resumed_from_epoch=start_epoch, device=str(device), diagnostics=diagnostics or {},
-                       wrote_checkpoint=wrote, threads=runtime.threads)
+                       resumed_from_epoch=run.start_epoch, device=str(device), diagnostics=diagnostics or {},
+                       wrote_checkpoint=context.is_main, threads=runtime.threads)
 
 
 def _parameter_groups(model: FeatureMaskNetwork, lr: float, config: TrainConfig) -> list[dict]:

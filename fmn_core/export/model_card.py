@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fmn_core.engine.config import TrainConfig
-from fmn_core.engine.recipes import PRESETS
+from fmn_core.engine.recipes import RECIPES
 
 PAPER = ("Ding, Khan, Tang, Porikli. *Let Features Decide for Themselves: Feature Mask Network for Person "
          "Re-identification.* 2017.")
@@ -49,8 +49,8 @@ class DataLineage:
 def _recipe_command(config: TrainConfig) -> tuple[str, list[str]]:
     """The preset closest to ``config`` and the ``--set`` options that turn it into ``config`` exactly."""
     own = config.to_dict()
-    best = min(PRESETS, key=lambda name: sum(v != own[k] for k, v in PRESETS[name].to_dict().items()))
-    base = PRESETS[best].to_dict()
+    best = min(RECIPES, key=lambda name: sum(v != own[k] for k, v in RECIPES[name].to_dict().items()))
+    base = RECIPES[best].to_dict()
     changes = [f"{k}={'none' if v is None else v}" for k, v in own.items() if v != base[k]
                and k not in ("device",)]
     return best, changes
@@ -110,10 +110,8 @@ def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage
                    ["input", f"{train.input_height}x{train.input_width}"],
                    ["masked layer", train.masked_layer + (" (constant mask: the control without the MN)"
                                                           if train.mask_mode == "constant" else "")],
-                   ["stage 1 (GRN)", f"{train.stage1_epochs} epochs, lr {train.stage1_lr}, drop after "
-                                     f"{train.stage1_lr_drop_epoch}"],
-                   ["stage 2 (MN + LAN, GRN frozen)", f"{train.stage2_epochs} epochs, lr {train.stage2_lr}, drop "
-                                                      f"after {train.stage2_lr_drop_epoch}"],
+                   *([title, f"{s.epochs} epochs, lr {s.lr}, drop after {s.lr_drop_epoch}"] for title, s in
+                     (("stage 1 (GRN)", train.stage(1)), ("stage 2 (MN + LAN, GRN frozen)", train.stage(2)))),
                    ["batch, weight decay", f"{train.batch_size}, {train.weight_decay}"],
                    ["ranking loss (eq. 5)", f"margin {train.margin}, weight {train.rank_weight}"],
                    ["descriptor (eq. 6)", f"alpha {train.alpha}"],

@@ -48,6 +48,14 @@ import torch
 
 from fmn_core.utils.errors import FMNInputError
 
+#: The published settings (Zhong et al. 2017, used by the paper): the k-reciprocal neighbourhood k1, the query
+#: expansion k2 and the weight lambda of the original distance. Every default of k1, k2 and lambda in the project
+#: (the functions here, ``fmn evaluate``, search, the Dagster evaluation config) is these names;
+#: tests/unit/test_rerank_defaults.py fails on a second copy of the numbers.
+K1 = 20
+K2 = 6
+LAMBDA_VALUE = 0.3
+
 
 def _device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
@@ -281,7 +289,7 @@ def _check_k(k1: int, k2: int, lambda_value: float) -> None:
         raise FMNInputError(f"lambda_value must lie in [0, 1], got {lambda_value}")
 
 
-def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = K1, k2: int = K2, lambda_value: float = LAMBDA_VALUE,
                device: str | torch.device | None = "cpu") -> np.ndarray:
     """Re-ranked query x gallery distances from squared-Euclidean distance matrices.
 
@@ -304,8 +312,8 @@ def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1: int = 20, k2: int = 6, lambda_v
     return _final(source, ranking, _weights(source, ranking, int(k1), int(k2)), lambda_value, device)
 
 
-def re_ranking_features(query_features, gallery_features, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-                        device: str | torch.device | None = "cpu") -> np.ndarray:
+def re_ranking_features(query_features, gallery_features, k1: int = K1, k2: int = K2,
+                        lambda_value: float = LAMBDA_VALUE, device: str | torch.device | None = "cpu") -> np.ndarray:
     """The same re-ranking from descriptors (squared Euclidean distances), without any N x N matrix.
 
     Peak memory is the Q x G output plus the descriptors plus a few hundred MB

@@ -10,13 +10,14 @@ from pathlib import Path
 from fmn_core.retrieval.descriptors import DescriptorTable
 from fmn_core.retrieval.distance import pairwise_distance
 from fmn_core.retrieval.evaluation import EvaluationResult, evaluate
+from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE, re_ranking_features
 from fmn_core.utils.errors import FMNInputError, InputFileNotFoundError
 
 ROW_NAMES = {"grn": "GRN", "lan": "LAN", "fmn": "FMN"}
 
 
-def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int = 20, k2: int = 6,
-                         lambda_value: float = 0.3, max_rank: int = 50,
+def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int = K1, k2: int = K2,
+                         lambda_value: float = LAMBDA_VALUE, max_rank: int = 50,
                          device: str = "cpu") -> dict[str, EvaluationResult]:
     """One evaluation per descriptor kind (squared Euclidean distance), plus FMN + re-ranking if asked.
 
@@ -38,8 +39,6 @@ def evaluate_descriptors(table: DescriptorTable, rerank: bool = False, k1: int =
             distmat = pairwise_distance(query.features[kind], gallery.features[kind], device=device)
             results[name] = evaluate(distmat, *labels, max_rank=max_rank)
     if rerank:
-        from fmn_core.retrieval.reranking import re_ranking_features
-
         if "fmn" not in table.features:
             raise FMNInputError("re-ranking needs the FMN descriptors, which this table lacks")
         distmat = re_ranking_features(query.features["fmn"], gallery.features["fmn"], k1, k2, lambda_value, device)

@@ -27,7 +27,7 @@ import torch
 
 from fmn_core.retrieval.descriptors import DescriptorTable
 from fmn_core.retrieval.extractor import FeatureExtractor, ImageLike
-from fmn_core.retrieval.reranking import re_ranking_features
+from fmn_core.retrieval.reranking import K1, K2, LAMBDA_VALUE, re_ranking_features
 from fmn_core.utils.errors import FMNInputError
 
 
@@ -97,8 +97,8 @@ class Gallery:
                                "the gallery with this model (fmn extract)")
 
     def rank(self, queries: np.ndarray | torch.Tensor, top_k: int = 10, rerank: bool = False,
-             rerank_candidates: int = 100, k1: int = 20, k2: int = 6,
-             lambda_value: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+             rerank_candidates: int = 100, k1: int = K1, k2: int = K2,
+             lambda_value: float = LAMBDA_VALUE) -> tuple[np.ndarray, np.ndarray]:
         """(indices, distances), each ``(queries, k)``: the k nearest gallery rows, nearest first.
 
         Distances are squared Euclidean, or re-ranked distances with ``rerank``.

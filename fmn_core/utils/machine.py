@@ -1,4 +1,4 @@
-"""A one-line description of the machine, for checkpoints and model cards.
+"""A one-line description of the machine, for checkpoints, model cards and the bench figures.
 
 Training is not bit-identical across CPU models or thread counts, so a result
 is only meaningful together with the machine that produced it.
@@ -12,15 +12,25 @@ from pathlib import Path
 
 import torch
 
+CPUINFO = Path("/proc/cpuinfo")
+
 
 def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+    """The CPU's model name with its family/model numbers (the marketing name alone hides the generation).
+
+    E.g. ``AMD EPYC Processor (family 25 model 17)`` from /proc/cpuinfo (Linux; the first CPU's fields), else
+    what ``platform`` knows.
+    """
+    fields: dict[str, str] = {}
+    try:
+        for line in CPUINFO.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip().lower(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or platform.machine() or "unknown CPU"
+    return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
 def machine_description() -> str:

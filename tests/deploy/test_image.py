@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from fmn_assets.resources import ProjectPaths
+from fmn_core.utils.machine import cpu_model
 from tests.deploy.docker_env import DockerDaemon, build_debian_base, missing_requirements, pip_build_args
 from tests.helpers import REPO, TINY_DATA_CONFIG, make_project
 
@@ -29,13 +29,6 @@ pytestmark = pytest.mark.skipif(WHY_NOT is not None and not REQUIRED,
 IMAGE = "fmn-reid:deploy-test"
 BASE = "fmn-debian-base:bookworm"
 RESULTS = REPO / "bench" / "results" / "deploy_image.json"
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes_validate.utils import all_versions
 
-from fmn_assets.k8s import GPU_RESOURCE, multi_gpu_run_config, multi_node_training_manifests
+from fmn_assets.execution.k8s import GPU_RESOURCE, multi_gpu_run_config, multi_node_training_manifests
 from tests.helpers import REPO
 from tests.integration.test_k8s_deployment import IMAGE, README, _launched_step_job, _yaml_blocks, k8s_instance
 
@@ -72,7 +72,7 @@ def test_the_step_jobs_k8s_job_executor_launches_are_valid(k8s_instance, run_con
 @pytest.mark.parametrize(("nodes", "gpus"), [(2, 1), (4, 8)])
 def test_the_multi_node_training_manifests_are_valid(nodes, gpus):
     service, job = multi_node_training_manifests("fmn-grn", IMAGE, nodes, gpus,
-                                                 ["-m", "fmn_assets.torchrun_entry", "--stage", "1"])
+                                                 ["-m", "fmn_assets.execution.torchrun_entry", "--stage", "1"])
     validate_everywhere(service)
     validate_everywhere(job)
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == nodes
@@ -84,7 +84,7 @@ def test_the_multi_node_training_manifests_are_valid(nodes, gpus):
 
 def broken_copies() -> list[tuple[str, str, dict]]:
     """Mistakes a cluster would not run as meant, each with the version it must fail on."""
-    _, job = multi_node_training_manifests("fmn-grn", IMAGE, 2, 1, ["-m", "fmn_assets.torchrun_entry"])
+    _, job = multi_node_training_manifests("fmn-grn", IMAGE, 2, 1, ["-m", "fmn_assets.execution.torchrun_entry"])
     typo, moved, unnamed = copy.deepcopy(job), copy.deepcopy(job), copy.deepcopy(job)
     container = typo["spec"]["template"]["spec"]["containers"][0]
     container["resources"] = {"request": container["resources"]["requests"]}  # `request`: the GPU ask is lost

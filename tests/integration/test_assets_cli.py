@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -29,6 +30,8 @@ def test_main_job_materialises_the_graph_with_the_cli(tmp_path, monkeypatch):
     assert any(line.startswith("[fmn]   stage 1 epoch 2/2: loss ") for line in shown)
     assert any("Asset check 'grn_checkpoint_loads' on 'grn_checkpoint' passed" in line for line in shown)
     assert not any("RESOURCE_INIT" in line or "STEP_OUTPUT" in line for line in shown)  # those go to the log file
+    # nor does any step worker process print Dagster's DEBUG lines (STEP_WORKER_STARTED) between them
+    assert "STEP_WORKER_STARTED" not in output and not re.search(r"\bDEBUG\b", output), output[-4000:]
     for row in ("| GRN |", "| LAN |", "| FMN |", "| FMN + re-ranking |"):
         assert row in result.stdout
     pictures = project / "artifacts" / "synthetic" / "pictures"
@@ -44,25 +47,40 @@ def test_main_job_materialises_the_graph_with_the_cli(tmp_path, monkeypatch):
         assert len(runs) == 1 and runs[0].status == dg.DagsterRunStatus.SUCCESS and runs[0].job_name == "fmn_pipeline"
         assert runs[0].tags["dagster/partition"] == "synthetic"
         log_file = next((home / "logs").glob("main-synthetic-*.log"))
-        assert "STEP_OUTPUT" in log_file.read_text()  # every event, DEBUG included, is in the log file
+        logged = log_file.read_text()
+        assert "STEP_OUTPUT" in logged and "STEP_WORKER_STARTED" in logged  # every event, DEBUG included
     assert any((remote / "files" / "md5").iterdir())
     # the printed git line records exactly the run's pointers
     line = next(x.strip() for x in result.stdout.splitlines() if x.strip().startswith("git add "))
     pointers = ["data.dvc", *(f"artifacts/synthetic/{name}.dvc" for name in
-                              ("MODEL_CARD.md", "fmn.onnx", "fmn.pt", "gallery_descriptors.parquet", "grn.pt",
-                               "query_descriptors.parquet"))]
+                              ("MODEL_CARD.md", "deployed", "fmn.onnx", "fmn.pt", "gallery_descriptors.parquet",
+                               "grn.pt", "promotions.jsonl", "query_descriptors.parquet"))]
     assert line.startswith(f"git add {' '.join(pointers)} && git commit -m ")
     run(["bash", "-c", line], project)
     status = run(["git", "status", "--porcelain", "--untracked-files=all"], project).stdout
     assert ".dvc" not in status, status  # no pointer of the run is left out of git
 
 
-def test_main_job_reports_a_failing_run(tmp_path):
+def _failing_run(tmp_path, *options: str) -> subprocess.CompletedProcess:
+    """The main job on market1501 without its data: dataset_splits fails in its step process."""
     project, _ = make_project(tmp_path)
     env = {**os.environ, "FMN_PROJECT_DIR": str(project), "DAGSTER_HOME": str(tmp_path / "home")}
-    result = subprocess.run([sys.executable, "-m", "fmn_assets.main", "--partition", "market1501",
-                             "--select", "dataset_splits"], cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=600)
+    return subprocess.run([sys.executable, "-m", "fmn_assets.main", "--partition", "market1501",
+                           "--select", "dataset_splits", *options], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_main_job_reports_a_failing_run(tmp_path):
+    result = _failing_run(tmp_path)
+    output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "the run failed" in result.stderr and "dagster dev" in result.stderr
-    assert "expected the Market-1501 folders" in result.stdout + result.stderr
+    assert "expected the Market-1501 folders" in output
+    assert "STEP_WORKER_STARTED" not in output and not re.search(r"\bDEBUG\b", output), output
+
+
+def test_verbose_prints_dagster_s_own_console_log_debug_lines_included(tmp_path):
+    result = _failing_run(tmp_path, "--verbose")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "expected the Market-1501 folders" in output
+    assert "STEP_WORKER_STARTED" in output and " - DEBUG - " in output

@@ -23,8 +23,7 @@ from dagster._core.definitions.observe import observe  # not re-exported at the 
 
 from fmn_assets.assets.data import raw_datasets
 from fmn_assets.resources import DVCResource, ProjectPaths
-from fmn_core.data.synthetic import PRESETS as SYNTHETIC_PRESETS
-from fmn_core.data.synthetic import generate_synthetic
+from fmn_core.data.synthetic import SYNTHETIC_PRESETS, generate_synthetic
 from tests.helpers import BIN, REPO, default_signals, make_project, run, stop_process_group
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.integration]

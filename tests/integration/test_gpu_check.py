@@ -1,4 +1,7 @@
-"""bench/gpu_check.py cannot rot: its whole path runs here at tiny sizes (--dry-run), on whatever device there is."""
+"""bench/gpu_check.py cannot rot: its whole path runs here at tiny sizes (--dry-run), on whatever device there is.
+
+It runs as users run it, ``python -m bench.gpu_check`` from the repository root.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,12 @@ import torch
 
 from tests.helpers import REPO
 
-SCRIPT = REPO / "bench" / "gpu_check.py"
+SCRIPT = ["-m", "bench.gpu_check"]
 
 
 def test_the_dry_run_trains_both_stages_extracts_reranks_and_exports(tmp_path):
     out = tmp_path / "gpu_check.json"
-    done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--json", str(out)], cwd=REPO,
+    done = subprocess.run([sys.executable, *SCRIPT, "--dry-run", "--json", str(out)], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -35,7 +38,7 @@ def test_the_dry_run_trains_both_stages_extracts_reranks_and_exports(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the full check would run")
 def test_without_a_gpu_the_full_check_says_to_use_the_dry_run(tmp_path):
-    done = subprocess.run([sys.executable, str(SCRIPT), "--json", str(tmp_path / "x.json")], cwd=REPO,
+    done = subprocess.run([sys.executable, *SCRIPT, "--json", str(tmp_path / "x.json")], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "no CUDA device" in done.stderr and "--dry-run" in done.stderr
     assert not (tmp_path / "x.json").exists()

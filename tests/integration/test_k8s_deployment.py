@@ -38,7 +38,7 @@ from dagster_k8s import K8sRunLauncher, k8s_job_executor
 from dagster_k8s.client import DagsterKubernetesClient
 
 from fmn_assets import defs
-from fmn_assets.k8s import (
+from fmn_assets.execution.k8s import (
     CPUS_PER_GPU,
     GPU_RESOURCE,
     MEMORY_LIMIT_GIB_PER_GPU,
@@ -203,7 +203,7 @@ import dagster as dg
 from dagster._utils.merger import deep_merge_dicts
 import fmn_assets
 from fmn_assets.automation import fmn_pipeline_paper
-from fmn_assets.k8s import multi_gpu_run_config
+from fmn_assets.execution.k8s import multi_gpu_run_config
 
 defs = fmn_assets.defs
 job, paper = defs.resolve_job_def("fmn_pipeline"), defs.resolve_job_def("fmn_pipeline_paper")

@@ -6,7 +6,7 @@ import dagster as dg
 import yaml
 
 from fmn_assets.assets import ASSETS
-from fmn_assets.celery_queues import GPU_QUEUE, QUEUE_TAG, celery_executor_config
+from fmn_assets.execution.celery_queues import GPU_QUEUE, QUEUE_TAG, celery_executor_config
 from tests.helpers import REPO
 
 

@@ -1,7 +1,7 @@
 """The import layers of pyproject.toml's [tool.importlinter], checked by the real import-linter.
 
-The contract is checked on the project as it is, and shown to fail on a copy of fmn_core with one import that
-runs the wrong way, so a contract that checks nothing cannot pass unnoticed.
+The contracts are checked on the project as it is, and each is shown to fail on a copy of the code with one import
+that runs the wrong way, so a contract that checks nothing cannot pass unnoticed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _lint(config: Path, pythonpath: Path) -> subprocess.CompletedProcess:
 def test_the_project_keeps_its_import_layers() -> None:
     result = _lint(ROOT / "pyproject.toml", ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 kept, 0 broken" in result.stdout
+    assert "4 kept, 0 broken" in result.stdout
 
 
 def test_a_model_importing_retrieval_breaks_the_layers(tmp_path: Path) -> None:
@@ -43,8 +43,19 @@ def test_fmn_assets_importing_the_cli_breaks_its_contract(tmp_path: Path) -> Non
     for package in ("fmn_core", "fmn_assets"):
         shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    entry = tmp_path / "fmn_assets" / "torchrun_entry.py"
+    entry = tmp_path / "fmn_assets" / "execution" / "torchrun_entry.py"
     entry.write_text(entry.read_text() + "\nfrom fmn_core.cli import build_parser  # noqa: E402,F401\n")
     result = _lint(tmp_path / "pyproject.toml", tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "fmn_assets.torchrun_entry -> fmn_core.cli" in result.stdout
+    assert "fmn_assets.execution.torchrun_entry -> fmn_core.cli" in result.stdout
+
+
+def test_the_execution_plumbing_importing_an_asset_breaks_its_contract(tmp_path: Path) -> None:
+    for package in ("fmn_core", "fmn_assets"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    launchers = tmp_path / "fmn_assets" / "execution" / "launchers.py"
+    launchers.write_text(launchers.read_text() + "\nfrom fmn_assets import configs  # noqa: E402,F401\n")
+    result = _lint(tmp_path / "pyproject.toml", tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "fmn_assets.execution.launchers -> fmn_assets.configs" in result.stdout

@@ -1,4 +1,4 @@
-"""The torchrun command lines a training step runs, per launcher (fmn_assets/launchers.py)."""
+"""The torchrun command lines a training step runs, per launcher (fmn_assets/execution/launchers.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import subprocess
 
 import pytest
 
-from fmn_assets.launchers import RENDEZVOUS_PORT, torchrun_command
+from fmn_assets.execution.launchers import RENDEZVOUS_PORT, torchrun_command
 
-ENTRY = ["-m", "fmn_assets.torchrun_entry", "--stage", "1"]
+ENTRY = ["-m", "fmn_assets.execution.torchrun_entry", "--stage", "1"]
 
 
 def test_one_node_is_torchrun_standalone_on_this_host():

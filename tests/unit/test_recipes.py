@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 import yaml
 
-from fmn_core.engine import PRESETS, TrainConfig, load_recipe, parse_overrides, recipe_names, save_config
+from fmn_core.engine import RECIPES, TrainConfig, load_recipe, parse_overrides, recipe_names, save_config
+from fmn_core.engine.config import STAGES, StageSettings
 from fmn_core.engine.recipes import RECIPES_DIR, recipe_changes
+from fmn_core.utils.errors import FMNInputError
 
 
 def test_the_packaged_recipes_are_the_paper_the_cpu_demo_and_the_ablation_rows():
@@ -22,7 +24,7 @@ def test_the_packaged_recipes_are_the_paper_the_cpu_demo_and_the_ablation_rows()
             paper.alpha) == (0.9, 0.1, 20, 35, 0.1, 0.5)
     cpu = load_recipe("cpu")
     assert (cpu.arch, cpu.input_size, cpu.masked_layer) == ("efficientnet_lite0", (128, 64), "res2")
-    assert {"paper": paper, "cpu": cpu} == PRESETS
+    assert {"paper": paper, "cpu": cpu} == RECIPES
     for row, change in (("no_rank", {"rank_weight": 0.0}), ("lan_from_grn", {"lan_init": "grn"}),
                         ("constant_mask", {"mask_mode": "constant"})):
         recipe = load_recipe(f"ablation/{row}")
@@ -83,3 +85,80 @@ def test_every_field_has_a_type_the_recipes_can_hold():
         value = getattr(load_recipe("paper"), field.name)
         assert yaml.safe_load(yaml.safe_dump(value)) == value, field.name
     assert all(path.suffix == ".yaml" for path in RECIPES_DIR.rglob("*") if path.is_file())
+
+
+def test_each_stage_reads_its_own_epochs_rate_and_drop_and_names_their_fields():
+    config = TrainConfig().replace(stage1_epochs=3, stage1_lr=0.2, stage1_lr_drop_epoch=2, stage2_epochs=5,
+                                   stage2_lr=0.04, stage2_lr_drop_epoch=4)
+    assert config.stage(1) == StageSettings(1, 3, 0.2, 2) and config.stage(2) == StageSettings(2, 5, 0.04, 4)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for stage in STAGES:
+        settings = config.stage(stage)
+        named = (settings.epochs_field, settings.lr_field, settings.lr_drop_epoch_field)
+        assert set(named) <= fields  # the names are real fields, holding the values
+        assert tuple(getattr(config, name) for name in named) == (settings.epochs, settings.lr, settings.lr_drop_epoch)
+    with pytest.raises(FMNInputError, match=r"stage 3: expected one of \(1, 2\)"):
+        config.stage(3)
+    with pytest.raises(FMNInputError, match="stage2_epochs=0: the step trains at least 1 epoch"):
+        config.replace(stage2_epochs=0).require_epochs(2, "the step")
+
+
+def test_the_dataclass_defaults_are_the_papers_recipe():
+    """One home for the paper's recipe: TrainConfig's defaults; paper.yaml names it without repeating a value."""
+    assert load_recipe("paper") == TrainConfig()
+    assert yaml.safe_load((RECIPES_DIR / "paper.yaml").read_text()) == {}
+    # section 4.2 / Table 5: ResNet-50 masked at Pool1 of a 224x224 input is a 56x56 mask
+    assert (TrainConfig().arch, TrainConfig().masked_layer, TrainConfig().input_size) == ("resnet50", "pool1",
+                                                                                          (224, 224))
+
+
+#: load_recipe("cpu").to_dict() as recorded at commit 9e31d8c, before the paper's values moved from paper.yaml into
+#: the dataclass defaults: the CPU demo must train exactly as it did.
+CPU_BEFORE_THE_MOVE = {
+    'alpha': 0.5,
+    'amp': 'auto',
+    'arch': 'efficientnet_lite0',
+    'batch_size': 32,
+    'bn_neck': False,
+    'channels_last': None,
+    'checkpoint_every': 1,
+    'crop_pad': 6,
+    'decode_workers': 0,
+    'device': 'auto',
+    'flip_prob': 0.5,
+    'input_height': 128,
+    'input_width': 64,
+    'instances_per_identity': 0,
+    'label_smoothing': 0.0,
+    'lan_init': 'theta_o',
+    'log_mask_max': 1.0,
+    'lr_gamma': 0.1,
+    'lr_schedule': 'step',
+    'margin': 0.1,
+    'mask_cell': 1,
+    'mask_lr_scale': 0.1,
+    'mask_mean_one': False,
+    'mask_mode': 'learned',
+    'masked_layer': 'res2',
+    'momentum': 0.9,
+    'normalize_global': True,
+    'optimizer': 'sgd',
+    'pretrained': 'imagenet',
+    'random_erasing': 0.0,
+    'rank_weight': 1.0,
+    'seed': 0,
+    'stage1_epochs': 8,
+    'stage1_lr': 0.05,
+    'stage1_lr_drop_epoch': 6,
+    'stage2_epochs': 8,
+    'stage2_lr': 0.05,
+    'stage2_lr_drop_epoch': 6,
+    'triplet_margin': 0.3,
+    'triplet_weight': 0.0,
+    'warmup_epochs': 0,
+    'weight_decay': 0.0005,
+}
+
+
+def test_the_cpu_recipe_resolves_as_before_the_paper_values_moved():
+    assert load_recipe("cpu").to_dict() == CPU_BEFORE_THE_MOVE

@@ -25,8 +25,8 @@ from fmn_core.data.market_style import read_market1501
 from fmn_core.data.synthetic import (
     BODY_LAYOUT,
     GENERATOR_VERSION,
-    PRESETS,
     SPLIT_FOLDERS,
+    SYNTHETIC_PRESETS,
     SyntheticConfig,
     SyntheticRootError,
     generate_synthetic,
@@ -74,7 +74,8 @@ def test_tiny_is_read_cleanly_by_the_market_reader(tiny):
     assert (table["pid"] == 0).sum() == summary.distractor_images == meta["distractor_images"] > 0
     assert summary.total_files == sum(meta["files"].values()) == sum(
         1 for folder in SPLIT_FOLDERS.values() for _ in (root / folder).iterdir())
-    half = PRESETS["tiny"].num_identities // 2  # identities split into disjoint halves; every test one has queries
+    # identities split into disjoint halves; every test one has queries
+    half = SYNTHETIC_PRESETS["tiny"].num_identities // 2
     assert summary.counts["train"]["identities"] == half and summary.counts["query"]["identities"] == half
 
     train, query, gallery = (table[table.split == s] for s in ("train", "query", "gallery"))
@@ -90,7 +91,7 @@ def test_tiny_is_read_cleanly_by_the_market_reader(tiny):
         for path in (root / folder).iterdir():
             assert NAME.match(path.stem) and path.suffix == ".jpg", path.name
     with Image.open(next((root / "query").iterdir())) as image:
-        size = (PRESETS["tiny"].image_width, PRESETS["tiny"].image_height)
+        size = (SYNTHETIC_PRESETS["tiny"].image_width, SYNTHETIC_PRESETS["tiny"].image_height)
         assert (image.format, image.mode, image.size) == ("JPEG", "RGB", size)
 
 
@@ -100,9 +101,9 @@ def test_metadata_describes_every_image_and_queries_are_well_framed(tiny):
     on_disk = {p.name for folder in SPLIT_FOLDERS.values() for p in (root / folder).iterdir()}
     assert {row["filename"] for row in rows} == on_disk
     assert all(row["misalignment"] == "" for row in rows if row["split"] == "query")
-    assert meta["config"] == dataclasses.asdict(PRESETS["tiny"])
+    assert meta["config"] == dataclasses.asdict(SYNTHETIC_PRESETS["tiny"])
     by_split = Counter(ident["split"] for ident in meta["identities"])
-    identities = PRESETS["tiny"].num_identities
+    identities = SYNTHETIC_PRESETS["tiny"].num_identities
     assert by_split == {"train": (identities + 1) // 2, "test": identities // 2}  # ceil / floor halves
     for ident in meta["identities"]:
         mine = [r for r in rows if r["pid"] == ident["pid"]]
@@ -116,7 +117,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tiny, tmp_path
     generate_synthetic(again, "tiny")
     assert file_hashes(again) == file_hashes(root)
     other = tmp_path / "other"
-    generate_synthetic(other, dataclasses.replace(PRESETS["tiny"], seed=1))
+    generate_synthetic(other, dataclasses.replace(SYNTHETIC_PRESETS["tiny"], seed=1))
     reference, changed = file_hashes(root), file_hashes(other)
     assert reference != changed
     common = set(reference) & set(changed)
@@ -246,7 +247,7 @@ def test_cameras_change_the_colours(tiny):
     for row in image_rows(meta):
         sums.setdefault(row["camera"], []).append(load(root, row).mean(axis=(0, 1)))
     means = {camera: np.mean(values, axis=0) for camera, values in sums.items()}
-    cameras = PRESETS["tiny"].num_cameras
+    cameras = SYNTHETIC_PRESETS["tiny"].num_cameras
     assert sorted(means) == list(range(1, cameras + 1))
     gaps = [float(np.linalg.norm(means[a] - means[b])) for a, b in itertools.combinations(means, 2)]
     assert min(gaps) > 15, gaps  # mean RGB (0..255) of any two cameras differs clearly
@@ -385,8 +386,8 @@ def plan(config: SyntheticConfig):
 def test_presets_have_the_promised_sizes():
     """Sizes from the plan alone (no pixels): the market preset mirrors Market-1501's split."""
     for name, low, high in (("tiny", 200, 450), ("small", 2000, 3000), ("medium", 8000, 11000)):
-        assert low <= len(plan(PRESETS[name]).jobs) <= high, name
-    market = plan(PRESETS["market"])
+        assert low <= len(plan(SYNTHETIC_PRESETS[name]).jobs) <= high, name
+    market = plan(SYNTHETIC_PRESETS["market"])
     assert Counter(ident["split"] for ident in market.identities) == {"train": 751, "test": 750}
     files = Counter(job.split for job in market.jobs)
     assert 30000 <= len(market.jobs) <= 34000

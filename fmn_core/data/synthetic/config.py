@@ -131,7 +131,7 @@ def _validate(config: SyntheticConfig) -> None:
         _fail("test_images_factor", value, "must be a number in [0.5, 3]")
 
 
-PRESETS: dict[str, SyntheticConfig] = {
+SYNTHETIC_PRESETS: dict[str, SyntheticConfig] = {
     # CI: 16 train / 16 test identities, ~330 images, well under a second.
     "tiny": SyntheticConfig(num_identities=32, images_per_identity=10, distractor_fraction=0.05, junk_fraction=0.08),
     # The CPU demo: ~2.8k images.
@@ -149,10 +149,10 @@ def resolve_config(config: SyntheticConfig | str) -> SyntheticConfig:
     if isinstance(config, SyntheticConfig):
         return config
     if isinstance(config, str):
-        if config not in PRESETS:
-            raise FMNInputError(f"unknown synthetic preset {config!r}; choose one of {sorted(PRESETS)} "
+        if config not in SYNTHETIC_PRESETS:
+            raise FMNInputError(f"unknown synthetic preset {config!r}; choose one of {sorted(SYNTHETIC_PRESETS)} "
                                 "or pass a SyntheticConfig")
-        return PRESETS[config]
+        return SYNTHETIC_PRESETS[config]
     raise TypeError(f"config must be a SyntheticConfig or a preset name, got {type(config).__name__}")
 
 

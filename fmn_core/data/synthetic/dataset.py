@@ -21,6 +21,7 @@ from fmn_core.data.synthetic.plan import _make_plan, _Plan
 from fmn_core.data.synthetic.rendering import IMAGE_COLUMNS, _render_all
 from fmn_core.utils.atomic import atomic_directory
 from fmn_core.utils.errors import FMNInputError
+from fmn_core.utils.main_guard import stop_if_rerun_by_a_worker
 
 
 class SyntheticRootError(FMNInputError, FileExistsError):
@@ -156,8 +157,11 @@ def generate_synthetic(root: str | Path, config: SyntheticConfig | str = "tiny",
     folder this generator did not produce is never replaced. Generation happens
     in a hidden sibling folder that is renamed to ``root`` at the end, so an
     interruption never leaves a partial dataset under ``root``. ``workers > 1``
-    renders in that many processes with identical output.
+    renders in that many processes with identical output; they run the calling
+    script again first, so a script calling this at its top level needs
+    ``if __name__ == "__main__":`` (one clear error says so otherwise).
     """
+    stop_if_rerun_by_a_worker()  # before anything is written: a worker re-running an unguarded script stops here
     config = resolve_config(config)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise FMNInputError(f"workers={workers!r} is not allowed: must be an integer >= 1")

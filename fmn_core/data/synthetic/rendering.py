@@ -28,6 +28,7 @@ from fmn_core.data.synthetic.drawing import _blur, _ellipse, _rect
 from fmn_core.data.synthetic.palettes import _HAIR, _sample_global, _sample_local
 from fmn_core.data.synthetic.people import _draw_person, _Look
 from fmn_core.data.synthetic.plan import _Job, _Plan
+from fmn_core.utils.main_guard import refuse_unguarded_main
 
 IMAGE_COLUMNS: tuple[str, ...] = ("filename", "split", "pid", "camera", "view", "occluder", "misalignment",
                                   "box_top", "box_left", "box_height", "box_width")
@@ -243,7 +244,9 @@ def _render_all(config: SyntheticConfig, plan: _Plan, out_dir: Path, workers: in
     # caller's other threads (PyTorch's, tqdm's monitor, a logging or stdin thread) may hold a lock; the copy
     # waits on that lock forever. ProcessPoolExecutor, not multiprocessing.Pool: a worker that dies (at start-up
     # included) raises BrokenProcessPool instead of being replaced again and again while the caller waits.
-    # Workers import this module by name, so the caller's __main__ needs the usual `if __name__ == "__main__"`.
+    # Workers run the caller's main script again first, so it needs the usual `if __name__ == "__main__"`: a script
+    # without it is refused here, once, before any worker starts (fmn_core.utils.main_guard).
+    refuse_unguarded_main(f"generate_synthetic(workers={workers})")
     context = multiprocessing.get_context("spawn")
     tasks = [(chunk, str(out_dir)) for chunk in _chunks(plan.jobs, size)]
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,

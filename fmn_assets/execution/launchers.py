@@ -8,7 +8,7 @@ on the step's host. Several: every node runs one torchrun, and they meet at a c1
   first node unless ``rendezvous`` names one.
 - ``command``: ``launch_command`` is a prefix that starts its argument once on each node (``pdsh -w a,b``,
   ``mpirun -H a,b -npernode 1``, ``clush -w ...``); ``rendezvous`` (host:port on one of the nodes) is required.
-- Kubernetes: ``fmn_assets.k8s.multi_node_training_manifests`` writes the Indexed Job for the same command.
+- Kubernetes: ``fmn_assets.execution.k8s.multi_node_training_manifests`` writes the Indexed Job for the same command.
 
 All nodes must see the same project folder (split table, checkpoints) and the same environment path; rank 0 alone
 writes the checkpoint. Pure functions: tests/unit/test_launchers.py checks the commands.

@@ -1,7 +1,7 @@
 """The process torchrun starts for a multi-process training step: fmn_core's training, reported through Pipes.
 
 ``grn_checkpoint`` / ``fmn_checkpoint`` with ``processes: N`` launch
-``torchrun -m fmn_assets.torchrun_entry --stage K --splits FILE --config FILE --out DIR [--grn FILE]``
+``torchrun -m fmn_assets.execution.torchrun_entry --stage K --splits FILE --config FILE --out DIR [--grn FILE]``
 through Dagster's ``PipesSubprocessClient``. The step's resolved configuration travels as a recipe file
 (``fmn_core.engine.recipes.save_config``) and is read back by ``load_recipe``: one schema, no option strings to
 print and parse again. Rank 0 opens the
@@ -25,7 +25,7 @@ from fmn_core.engine.distributed import gather_objects, init_distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fmn_assets.torchrun_entry", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fmn_assets.execution.torchrun_entry", description=__doc__)
     parser.add_argument("--stage", type=int, choices=(1, 2), required=True)
     parser.add_argument("--splits", type=Path, required=True, help="the partition's saved split table")
     parser.add_argument("--config", type=Path, required=True, help="the resolved configuration, a recipe file")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == 2 and args.grn is None:
         raise SystemExit("--grn is required for --stage 2")
     is_main_rank = int(os.environ.get("RANK", "0")) == 0
-    total = config.stage1_epochs if args.stage == 1 else config.stage2_epochs
+    total = config.stage(args.stage).epochs
     table = load_split_table(args.splits)
     with open_dagster_pipes() if is_main_rank else nullcontext() as pipes:
         def report(stage: int, epoch: int, row: dict) -> None:

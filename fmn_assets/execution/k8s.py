@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fmn_assets.launchers import RENDEZVOUS_PORT
+from fmn_assets.execution.launchers import RENDEZVOUS_PORT
 
 GPU_RESOURCE = "nvidia.com/gpu"
 #: The steps with a ``processes`` option (DistributedDataParallel through torchrun).
@@ -82,7 +82,7 @@ def multi_node_training_manifests(name: str, image: str, nodes: int, gpus_per_no
 
     Kubernetes' own primitives, no operator: the Job's pods get stable names ``NAME-0`` ... through the Service
     (``subdomain``), every pod runs ``torchrun --nnodes N`` with the c10d rendezvous on ``NAME-0.NAME:29400``, and
-    the completion index is the node rank. ``training_args`` follow torchrun (``-m fmn_assets.torchrun_entry
+    the completion index is the node rank. ``training_args`` follow torchrun (``-m fmn_assets.execution.torchrun_entry
     --stage 1 ...``). All pods mount the workspace claim, where rank 0 alone writes the checkpoint. The Job fails as
     a whole when any pod fails (``backoffLimitPerIndex`` 0, ``maxFailedIndexes`` 0): a lost node restarts the
     training, which resumes from its partial checkpoint.
