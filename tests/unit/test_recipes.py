@@ -138,6 +138,7 @@ CPU_BEFORE_THE_MOVE = {
     'mask_cell': 1,
     'mask_lr_scale': 0.1,
     'mask_mean_one': False,
+    'mask_form': 'amplify',  # added after the move (the signed-mask study); the default keeps the paper's form
     'mask_mode': 'learned',
     'masked_layer': 'res2',
     'momentum': 0.9,
