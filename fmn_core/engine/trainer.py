@@ -107,8 +107,8 @@ def _runtime(config: TrainConfig) -> _Runtime:
     device = resolve_device(config.device, local_rank=context.local_rank)
     amp = config.amp if config.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
     if amp == "fp16" and device.type == "cpu":
-        raise FMNInputError("amp=fp16 on the CPU: PyTorch has no fast float16 training kernels there (a user "
-                            "saw 15-64 s a step against about 1 s in float32); use --set amp=none, or amp=auto, which "
+        raise FMNInputError("amp=fp16 on the CPU: PyTorch has no fast float16 training kernels there, so a step "
+                            "takes many times longer than in float32; use --set amp=none, or amp=auto, which "
                             "chooses float32 on the CPU and bf16 on a CUDA GPU")
     amp_dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     channels_last = prefers_channels_last(config.arch, device) if config.channels_last is None else config.channels_last

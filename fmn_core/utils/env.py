@@ -1,7 +1,7 @@
 """On/off environment variables of fmn_core, read one way: a value that is neither is refused, not taken as off.
 
-``FMN_OFFLINE=maybe`` used to mean "online" and ``FMN_DEBUG=0`` to mean "debug"; both now name the variable and
-the values it takes.
+A typo must not flip a switch: ``FMN_OFFLINE=maybe`` is not "online" and ``FMN_DEBUG=0`` is not "debug"; both are
+refused, naming the variable and the values it takes.
 """
 
 from __future__ import annotations
