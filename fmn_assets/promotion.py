@@ -189,4 +189,5 @@ class DeployedFolder:
     def _finish(self, decision: dict, commit: Callable[[dict], None]) -> None:
         commit(decision)
         shutil.rmtree(self.retired, ignore_errors=True)
+        shutil.rmtree(self.staged, ignore_errors=True)
         self.journal.unlink(missing_ok=True)

@@ -142,6 +142,21 @@ def _json(value: dict) -> str:
     return json.dumps(value, indent=1, sort_keys=True, default=lambda o: o.item() if isinstance(o, np.generic) else o)
 
 
+def _decide(config: DeploymentConfig, dataset: str, challenger: dict, champion: dict | None,
+            compared: list[tuple[str, str]], origin: str) -> tuple[bool, str, str, list[dict]]:
+    """(promote, kind, reason, compared rows): the first model is deployed, the deployed one is not deployed again,
+    the gate decides the rest unless an operator promotes or rolls back by hand (the gate's word is recorded)."""
+    if champion is None:
+        return True, "first", f"the first model of '{dataset}' is deployed", []
+    if champion["files"]["checkpoint"] == challenger["files"]["checkpoint"]:
+        return False, "unchanged", "the candidate is the deployed model", []
+    verdict = judge(challenger["scores"], champion["scores"], compared, config.tolerance)
+    if config.action is DeploymentAction.auto:
+        return verdict.promote, "gate", verdict.reason, verdict.rows
+    return (True, config.action.value, f"{config.reason.strip()} ({origin} deployed by hand; the gate said: "
+            f"{verdict.reason})", verdict.rows)
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -221,19 +236,7 @@ def deployed_model(context: dg.AssetExecutionContext, config: DeploymentConfig, 
             champion_record = _model_record(deployed_files, dict(champion["files"]),
                                             _scores(champion_descriptors, rerank))
 
-        same_model = champion is not None and champion["files"]["checkpoint"] == md5s["checkpoint"]
-        if champion is None:
-            promote, kind, reason, rows = True, "first", f"the first model of '{dataset}' is deployed", []
-        elif same_model:
-            promote, kind, reason, rows = False, "unchanged", "the candidate is the deployed model", []
-        else:
-            verdict = judge(challenger["scores"], champion_record["scores"], compared, config.tolerance)
-            rows = verdict.rows
-            if config.action is DeploymentAction.auto:
-                promote, kind, reason = verdict.promote, "gate", verdict.reason
-            else:
-                promote, kind = True, config.action.value
-                reason = f"{config.reason.strip()} ({origin} deployed by hand; the gate said: {verdict.reason})"
+        promote, kind, reason, rows = _decide(config, dataset, challenger, champion_record, compared, origin)
 
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         decision_id = f"{now}-{uuid.uuid4().hex[:8]}"
