@@ -160,7 +160,7 @@ def test_full_graph_succeeds_with_rich_metadata(trained):
                                               "queries_matchable", "official_counts", "grn_checkpoint_loads",
                                               "fmn_checkpoint_loads", "fmn_mask_alive", "query_descriptors_usable",
                                               "gallery_descriptors_usable", "metrics_in_range",
-                                              "onnx_model_matches_checkpoint")}
+                                              "onnx_model_matches_checkpoint", "deployed_model_is_whole")}
     assert [r.data["method"] for r in metrics["table_1"].value.records] == ["GRN", "LAN", "FMN", "FMN + re-ranking"]
     assert {c.name: c.type for c in metrics["table_1"].value.schema.columns}["mAP"] == "float"
     assert [r.data["epoch"] for r in grn["history_table"].value.records] == [1, 2]
