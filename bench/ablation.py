@@ -156,6 +156,20 @@ def run_seed(seed: int, args: argparse.Namespace, table, train_cache: ImageCache
     return results
 
 
+def add_rerank_rows(folder: Path, result: dict, grid: tuple[tuple[int, int, float], ...]) -> dict:
+    """Re-ranking settings asked for after a run finished, scored from the test descriptors it kept (no training)."""
+    missing = [params for params in grid if rerank_row(params) not in result.get("scores", {})]
+    kept = folder / "test_descriptors.parquet"
+    if not missing or not kept.is_file():
+        return result
+    descriptors = DescriptorTable.load(kept)
+    for k1, k2, lambda_value in missing:
+        scored = evaluate_descriptors(descriptors, rerank=True, k1=k1, k2=k2, lambda_value=lambda_value)
+        result["scores"][rerank_row((k1, k2, lambda_value))] = _scores(scored)["FMN + re-ranking"]
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
 def finished_runs(out: Path, seed: int) -> dict[str, dict]:
     """The scored runs of one seed that an earlier (possibly interrupted) sweep left under ``out``."""
     runs = {}
@@ -244,6 +258,24 @@ def summarise(per_seed: dict[int, dict], masked_layers: list[str],
     return table, "\n".join(lines)
 
 
+def training_time(out: Path, seeds: list[int]) -> tuple[dict[str, dict], str]:
+    """Per seed, the epochs' seconds of the recipe's two stages (the shared GRN and the ``fmn`` row; image decoding
+    and evaluation excluded): what a user of the recipe waits for its training."""
+    per_seed: dict[str, dict] = {}
+    for seed in seeds:
+        files = [out / f"seed{seed}" / name / "result.json" for name in ("grn", "fmn")]
+        if not all(file.is_file() for file in files):
+            continue
+        stage1, stage2 = (sum(row["seconds"] for row in json.loads(file.read_text())["history"]) for file in files)
+        per_seed[str(seed)] = {"stage1_seconds": round(stage1, 1), "stage2_seconds": round(stage2, 1),
+                               "minutes": round((stage1 + stage2) / 60, 2)}
+    if not per_seed:
+        return {}, ""
+    minutes = [run["minutes"] for run in per_seed.values()]
+    return per_seed, (f"Training time of both stages (the epochs, per seed): {format_mean_std(minutes)} min "
+                      f"({', '.join(f'{m:.1f}' for m in minutes)}).")
+
+
 def machine() -> str:
     """The machine a figure was measured on, as the docs name it: CPU model (family / model), cores, torch."""
     return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
@@ -267,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"re-ranking settings scored besides the paper's {K1},{K2},{LAMBDA_VALUE} (e.g. "
                              f"4,2,{LAMBDA_VALUE} for CUHK01's two gallery images per identity)")
     parser.add_argument("--report-only", action="store_true",
-                        help="train nothing: write the tables from the runs already finished under --out")
+                        help="train nothing: write the tables from the runs already finished under --out (--rerank "
+                        "settings they lack are scored from the descriptors they kept)")
     parser.add_argument("--reader-option", action="append", default=[], metavar="NAME=INT",
                         help="an option of the dataset's reader, e.g. split_id=1 or validation_identities=100 "
                              "(cuhk01)")
@@ -291,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     start, per_seed = time.perf_counter(), {}
     if args.report_only:
         per_seed = {seed: found for seed in args.seeds if (found := finished_runs(Path(args.out), seed))}
+        for seed, runs in per_seed.items():
+            if "fmn" in runs:
+                runs["fmn"] = add_rerank_rows(Path(args.out) / f"seed{seed}" / "fmn", runs["fmn"], tuple(args.rerank))
         _log(f"report of the finished runs under {args.out}: seeds {sorted(per_seed)}")
     else:
         train_cache = ImageCache.build(train["path"].tolist(), base.input_size)
@@ -302,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     rows, markdown = summarise(per_seed, args.masked_layers, tuple(args.rerank))
     paired, paired_markdown = paired_differences(per_seed)
     markdown += "\n\n" + paired_markdown
+    timing, timing_markdown = training_time(Path(args.out), sorted(per_seed))
+    if timing_markdown:
+        markdown += "\n\n" + timing_markdown
     scored = sum(run.get("seconds", 0) for runs in per_seed.values() for run in runs.values())
     header = (f"Ablations on {args.dataset} ({root}), recipe '{args.preset}' {args.set or ''}, seeds {sorted(per_seed)}"
               f"; {machine()}; {time.perf_counter() - start:.0f} s this call, {scored:.0f} s in the scored runs "
@@ -313,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": args.dataset, "root": str(root), "preset": args.preset, "overrides": args.set,
         "reader_options": reader_options, "rerank_grid": args.rerank, "paired": paired,
         "config": base.to_dict(), "seeds": sorted(per_seed), "machine": machine(), "platform": platform.platform(),
-        "rows": rows, "per_seed": {str(k): v for k, v in per_seed.items()}}, indent=1))
+        "rows": rows, "training_time": timing, "per_seed": {str(k): v for k, v in per_seed.items()}}, indent=1))
     print(header)
     print(markdown)
     return 0

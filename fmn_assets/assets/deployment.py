@@ -141,7 +141,8 @@ def model_card(context: dg.AssetExecutionContext, config: ModelCardConfig, paths
                        "metrics": f"artifacts/{dataset}/metrics.json"})
         if config.contact:
             card += f"\n## Contact\n\n{config.contact}\n"
-        card += f"\n---\nCard written on {machine_description()} (Python {platform.python_version()}).\n"
+        written_on = machine_description(with_threads=False)
+        card += f"\n---\nCard written on {written_on} (Python {platform.python_version()}).\n"
         path = atomic_write_text(paths.model_card(dataset), card)
         versioned = dvc.track(path)
     return dg.MaterializeResult(data_version=dg.DataVersion(versioned.md5), metadata={

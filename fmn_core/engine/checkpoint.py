@@ -39,13 +39,13 @@ def library_versions() -> dict[str, str]:
     from fmn_core.utils.machine import machine_description
 
     return {"fmn_core": __version__, "torch": str(torch.__version__), "torchvision": version("torchvision"),
-            "python": platform.python_version(), "machine": machine_description()}
+            "python": platform.python_version(), "machine": machine_description(with_threads=False)}
 
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: TrainConfig, stage: int, epoch: int,
                     complete: bool, label_map: dict[int, int], optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any = None, history: list[dict] | None = None, extra: dict | None = None,
-                    diagnostics: dict | None = None) -> Path:
+                    diagnostics: dict | None = None, threads: dict[str, list[int]] | None = None) -> Path:
     """Serialise to memory, then write with a temporary file and a rename."""
     state = {
         "format": FORMAT,
@@ -62,6 +62,9 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: TrainCo
         "versions": library_versions(),
         "extra": dict(extra or {}),
         "diagnostics": dict(diagnostics or {}),
+        #: per stage, the CPU thread counts it trained with ([] on a GPU): the one setting besides the seed and
+        #: the machine that changes the result
+        "threads": {stage_name: [int(n) for n in counts] for stage_name, counts in (threads or {}).items()},
     }
     buffer = io.BytesIO()
     torch.save(state, buffer)

@@ -121,4 +121,4 @@ def config_file(checkpoint: str | Path) -> Path:
 
 
 #: The two top-level recipes, resolved: the paper's and the CPU demo's.
-RECIPES: dict[str, TrainConfig] = {name: load_recipe(name) for name in ("paper", "cpu")}
+RECIPES: dict[str, TrainConfig] = {name: load_recipe(name) for name in ("paper", "cpu", "cpu_reid")}

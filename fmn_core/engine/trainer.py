@@ -259,6 +259,13 @@ class _StageRun:
     extra: dict
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    #: CPU thread counts of the stages before this one (stage 2: the GRN's), carried into its checkpoint
+    threads_before: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def threads(self) -> dict[str, list[int]]:
+        """Each stage's CPU thread counts so far (several when a resumed run changed FMN_THREADS; [] on a GPU)."""
+        return {**self.threads_before, f"stage{self.stage}": stage_threads(self.history)}
 
     @property
     def epochs(self) -> int:
@@ -268,7 +275,7 @@ class _StageRun:
         return save_checkpoint(path, model=self.model, config=self.config, stage=self.stage, epoch=epoch,
                                complete=complete, label_map=self.label_map, optimizer=self.optimizer,
                                scheduler=self.scheduler, history=self.history, extra=self.extra,
-                               diagnostics=diagnostics)
+                               diagnostics=diagnostics, threads=self.threads)
 
     def resume_from(self, state: dict) -> None:
         """Continue from a partial checkpoint's state (:func:`_resumable_state` said it is this run's)."""
@@ -303,6 +310,11 @@ class _StageRun:
         write_metrics_log(self.files.metrics, self.history)
 
 
+def stage_threads(history: list[dict]) -> list[int]:
+    """The distinct CPU thread counts a stage's epochs trained with: results are bit-identical only at one count."""
+    return sorted({int(row["threads"]) for row in history if row.get("threads")})
+
+
 def _resumable_state(files: StageFiles, stage: int, config: TrainConfig, extra: dict) -> dict | None:
     """The partial checkpoint's state when it continues this very run (same stage, training data, GRN and settings,
     runtime fields aside), else None: an unreadable or different partial checkpoint is trained over, with a warning."""
@@ -322,7 +334,8 @@ def _resumable_state(files: StageFiles, stage: int, config: TrainConfig, extra: 
 
 
 def _start(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, table: pd.DataFrame, out_dir: Path,
-           runtime: _Runtime, resume: bool, extra: dict) -> tuple[_StageRun, list[str], list[int]]:
+           runtime: _Runtime, resume: bool, extra: dict,
+           threads_before: dict[str, list[int]]) -> tuple[_StageRun, list[str], list[int]]:
     """The model on its device, its optimiser and schedule, resumed from the partial checkpoint when it is this
     run's; with the training images' paths and labels."""
     paths, labels, label_map, fingerprint = _train_split(table)
@@ -332,7 +345,8 @@ def _start(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, table:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config, stage)
     run = _StageRun(stage, config, model, optimizer, build_scheduler(optimizer, config, stage),
-                    StageFiles.of(out_dir, stage), label_map, {**extra, "train_fingerprint": fingerprint})
+                    StageFiles.of(out_dir, stage), label_map, {**extra, "train_fingerprint": fingerprint},
+                    threads_before=dict(threads_before))
     state = _resumable_state(run.files, stage, config, run.extra) if resume else None
     if state is not None:
         run.resume_from(state)
@@ -389,7 +403,8 @@ def _train_epoch(run: _StageRun, epoch: int, wrapped: torch.nn.Module, batches: 
     count = totals.pop("count")
     row = {"stage": stage, "epoch": epoch + 1, "lr": current_lr,
            **{name: value / count for name, value in totals.items()},
-           "images": int(count), "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1)}
+           "images": int(count), "seconds": round(seconds, 3), "images_per_s": round(count / seconds, 1),
+           **({"threads": runtime.threads} if runtime.threads else {})}
     if not math.isfinite(row["loss"]):  # every rank sees the same all-reduced loss, so all stop together
         kept = f"; {run.files.partial} (epoch {epoch}) is kept" if run.files.partial.is_file() else ""
         raise TrainingDivergedError(
@@ -401,12 +416,13 @@ def _train_epoch(run: _StageRun, epoch: int, wrapped: torch.nn.Module, batches: 
 
 def _train_into(*, stage: int, model: FeatureMaskNetwork, config: TrainConfig, table: pd.DataFrame,
                 out_dir: Path, runtime: _Runtime, resume: bool, progress: bool,
-                on_epoch_end: EpochCallback | None, cache: ImageCache | None, extra: dict) -> TrainResult:
+                on_epoch_end: EpochCallback | None, cache: ImageCache | None, extra: dict,
+                threads_before: dict[str, list[int]] | None = None) -> TrainResult:
     """Set up (or resume), train the remaining epochs, finish: the stage's whole run in ``out_dir``."""
     start_wall = time.perf_counter()
     context, device = runtime.context, runtime.device
     run, paths, labels = _start(stage=stage, model=model, config=config, table=table, out_dir=out_dir,
-                                runtime=runtime, resume=resume, extra=extra)
+                                runtime=runtime, resume=resume, extra=extra, threads_before=threads_before or {})
     batches, cache = _batches(run, paths, labels, cache, runtime)
     wrapped = (DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                if context.enabled else model)
@@ -531,4 +547,5 @@ def train_stage2(table: pd.DataFrame, config: TrainConfig, grn_checkpoint: str |
     grn_digest = hashlib.sha1(grn_checkpoint.read_bytes()).hexdigest()
     return _run_stage(stage=2, model=model, config=config, table=table, out_dir=Path(out_dir), runtime=runtime,
                       resume=resume, progress=progress, on_epoch_end=on_epoch_end, cache=cache,
-                      extra={"grn_checkpoint_sha1": grn_digest})
+                      extra={"grn_checkpoint_sha1": grn_digest},
+                      threads_before={"stage1": list(grn_state.get("threads", {}).get("stage1", []))})

@@ -90,6 +90,16 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _threads_sentence(threads: Mapping[str, list[int]]) -> str:
+    """Each stage's CPU thread count, as the card states it (a checkpoint from before they were recorded says so)."""
+    if not threads:
+        return "CPU threads per stage: not recorded (an older checkpoint)."
+    names = {"stage1": "stage 1 (GRN)", "stage2": "stage 2 (MN + LAN)"}
+    parts = [f"{names.get(stage, stage)} {' then '.join(map(str, counts)) if counts else 'on a GPU'}"
+             for stage, counts in sorted(threads.items())]
+    return "CPU threads: " + ", ".join(parts) + "."
+
+
 def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage: DataLineage,
                       metrics: Mapping[str, Mapping[str, float]], seed_study: str | None = None,
                       onnx: Mapping[str, Any] | None = None, reproduce: str | None = None,
@@ -141,6 +151,7 @@ def render_model_card(*, checkpoint: Mapping[str, Any], model_hash: str, lineage
             f"Trained on: {versions.get('machine', 'not recorded (an older checkpoint)')}; torch "
             f"{versions.get('torch', '?')}, torchvision {versions.get('torchvision', '?')}, Python "
             f"{versions.get('python', '?')}, fmn_core {versions.get('fmn_core', '?')}. "
+            f"{_threads_sentence(checkpoint.get('threads', {}))} "
             "Training is bit-identical on the same machine with the same thread count, not across CPU models or "
             "thread counts." + (f" Stage 2 ran {len(history)} epoch{'s' * (len(history) != 1)}; final " + ", ".join(
                 f"{k} {v:.4g}" for k, v in history[-1].items() if isinstance(v, float) and k != "seconds") + "."

@@ -33,9 +33,11 @@ def cpu_model() -> str:
     return f"{fields['model name']} (family {fields.get('cpu family', '?')} model {fields.get('model', '?')})"
 
 
-def machine_description() -> str:
-    """E.g. ``AMD EPYC, 2 cores, 2 torch threads`` or ``..., NVIDIA H100 80GB HBM3``."""
-    parts = [cpu_model(), f"{os.cpu_count() or '?'} cores", f"{torch.get_num_threads()} torch threads"]
+def machine_description(with_threads: bool = True) -> str:
+    """E.g. ``AMD EPYC, 2 cores, 2 torch threads`` or ``..., NVIDIA H100 80GB HBM3``. Without this process's
+    thread count where another process's (a training stage's) is what matters and is recorded on its own."""
+    parts = [cpu_model(), f"{os.cpu_count() or '?'} cores",
+             *([f"{torch.get_num_threads()} torch threads"] if with_threads else [])]
     if torch.cuda.is_available():
         parts.append(torch.cuda.get_device_name(0))
     return ", ".join(parts)

@@ -13,8 +13,9 @@ from fmn_core.engine.recipes import RECIPES_DIR, recipe_changes
 from fmn_core.utils.errors import FMNInputError
 
 
-def test_the_packaged_recipes_are_the_paper_the_cpu_demo_and_the_ablation_rows():
-    assert recipe_names() == ["ablation/constant_mask", "ablation/lan_from_grn", "ablation/no_rank", "cpu", "paper"]
+def test_the_packaged_recipes_are_the_paper_the_cpu_demo_the_real_data_recipe_and_the_ablation_rows():
+    assert recipe_names() == ["ablation/constant_mask", "ablation/lan_from_grn", "ablation/no_rank", "cpu", "cpu_reid",
+                              "paper"]
     paper = load_recipe("paper")
     # section 4.2 as stated: ResNet-50 from ImageNet, SGD momentum 0.9, lr 0.1 -> 0.01 after 20 / 35 epochs, alpha 0.5,
     # the mask at Pool1 of a 224x224 input (Table 5's 56x56 mask)
@@ -24,7 +25,13 @@ def test_the_packaged_recipes_are_the_paper_the_cpu_demo_and_the_ablation_rows()
             paper.alpha) == (0.9, 0.1, 20, 35, 0.1, 0.5)
     cpu = load_recipe("cpu")
     assert (cpu.arch, cpu.input_size, cpu.masked_layer) == ("efficientnet_lite0", (128, 64), "res2")
-    assert {"paper": paper, "cpu": cpu} == RECIPES
+    reid = load_recipe("cpu_reid")  # the cpu recipe with the bag of tricks at 160x64; the paper's keeps them off
+    assert {k for k, v in reid.to_dict().items() if v != cpu.to_dict()[k]} == {
+        "input_height", "stage1_epochs", "stage2_epochs", "bn_neck", "label_smoothing", "random_erasing",
+        "triplet_weight", "instances_per_identity", "warmup_epochs", "lr_schedule"}
+    assert (reid.input_size, reid.lr_schedule, reid.bn_neck) == ((160, 64), "cosine", True)
+    assert (paper.bn_neck, paper.label_smoothing, paper.random_erasing, paper.triplet_weight) == (False, 0.0, 0.0, 0.0)
+    assert {"paper": paper, "cpu": cpu, "cpu_reid": reid} == RECIPES
     for row, change in (("no_rank", {"rank_weight": 0.0}), ("lan_from_grn", {"lan_init": "grn"}),
                         ("constant_mask", {"mask_mode": "constant"})):
         recipe = load_recipe(f"ablation/{row}")

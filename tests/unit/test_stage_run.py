@@ -140,3 +140,20 @@ def test_a_finish_without_diagnostics_records_none(tmp_path, config):
     run = _run(config, tmp_path)
     run.finish(None)
     assert load_checkpoint(run.files.final)["diagnostics"] == {}
+
+
+def test_each_stage_records_its_own_thread_counts(config, tmp_path):
+    """A run resumed under another FMN_THREADS names both counts; stage 2 carries the GRN's beside its own."""
+    from fmn_core.export.model_card import _threads_sentence
+
+    run = _run(config, tmp_path)
+    run.history = [{**_row(1), "threads": 1}, {**_row(2), "threads": 2}, {**_row(3), "threads": 2}]
+    run.save(run.files.final, 3, complete=True)
+    assert load_checkpoint(run.files.final)["threads"] == {"stage1": [1, 2]}
+    stage2 = _run(config, tmp_path / "fmn")
+    stage2.stage, stage2.threads_before = 2, {"stage1": [1, 2]}
+    stage2.history = [{**_row(1), "stage": 2, "threads": 2}]
+    assert stage2.threads == {"stage1": [1, 2], "stage2": [2]}
+    sentence = _threads_sentence(stage2.threads)
+    assert "stage 1 (GRN) 1 then 2" in sentence and "stage 2 (MN + LAN) 2" in sentence
+    assert "not recorded" in _threads_sentence({})  # a checkpoint from before the record says so, not a guess
