@@ -258,15 +258,21 @@ def summarise(per_seed: dict[int, dict], masked_layers: list[str],
     return table, "\n".join(lines)
 
 
+def stage_seconds(run: Path) -> tuple[float, int]:
+    """Training seconds (the epochs only) and images of one finished stage, from its ``result.json`` history."""
+    history = json.loads((run / "result.json").read_text()).get("history", [])
+    return sum(row["seconds"] for row in history), sum(row["images"] for row in history)
+
+
 def training_time(out: Path, seeds: list[int]) -> tuple[dict[str, dict], str]:
     """Per seed, the epochs' seconds of the recipe's two stages (the shared GRN and the ``fmn`` row; image decoding
     and evaluation excluded): what a user of the recipe waits for its training."""
     per_seed: dict[str, dict] = {}
     for seed in seeds:
-        files = [out / f"seed{seed}" / name / "result.json" for name in ("grn", "fmn")]
-        if not all(file.is_file() for file in files):
+        folders = [out / f"seed{seed}" / name for name in ("grn", "fmn")]
+        if not all((folder / "result.json").is_file() for folder in folders):
             continue
-        stage1, stage2 = (sum(row["seconds"] for row in json.loads(file.read_text())["history"]) for file in files)
+        (stage1, _), (stage2, _) = (stage_seconds(folder) for folder in folders)
         per_seed[str(seed)] = {"stage1_seconds": round(stage1, 1), "stage2_seconds": round(stage2, 1),
                                "minutes": round((stage1 + stage2) / 60, 2)}
     if not per_seed:

@@ -62,13 +62,6 @@ def _log(message: str) -> None:
     print(f"[recipe_search {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def _stage_seconds(run: Path, name: str) -> tuple[float, int]:
-    """Training seconds (the epochs only) and images of one stage, from its result.json history."""
-    result = json.loads((run / "seed0" / name / "result.json").read_text())
-    history = result.get("history", [])
-    return round(sum(row["seconds"] for row in history), 1), sum(row["images"] for row in history)
-
-
 def run_candidate(name: str, dataset_args: list[str], out: Path) -> dict:
     """Train one candidate (seed 0, both stages) and score it on the validation query/gallery."""
     note, changes = CANDIDATES[name]
@@ -78,8 +71,8 @@ def run_candidate(name: str, dataset_args: list[str], out: Path) -> dict:
     ablation.main([*dataset_args, "--config", "cpu", *[a for s in sets for a in ("--set", s)], "--seeds", "0",
                    "--variants", "fmn", "--alphas", "--out", str(run)])
     scores = json.loads((run / "ablation.json").read_text())["per_seed"]["0"]["fmn"]["scores"]
-    stage1, images1 = _stage_seconds(run, "grn")
-    stage2, images2 = _stage_seconds(run, "fmn")
+    (stage1, images1), (stage2, images2) = (ablation.stage_seconds(run / "seed0" / name) for name in ("grn", "fmn"))
+    stage1, stage2 = round(stage1, 1), round(stage2, 1)
     return {"name": name, "note": note, "changes": changes, "config": config.to_dict(),
             "scores": {row: scores[row] for row in ("GRN", "LAN", "FMN", "FMN + re-ranking") if row in scores},
             "stage1_seconds": stage1, "stage2_seconds": stage2, "train_minutes": round((stage1 + stage2) / 60, 1),
