@@ -20,6 +20,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from bench.results_file import record_entry
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results" / "paired_recipes.json"
 ROWS = ("GRN", "LAN", "FMN")
@@ -87,13 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     entry = compare(args.baseline, args.candidate)
     entry["command"] = " ".join(["python", "-m", "bench.paired_recipes", *(argv or sys.argv[1:])])
-    entries = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    entries[args.name] = entry
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(entries, indent=1))
-    text = markdown(entries)
-    RESULTS.with_suffix(".md").write_text(text)
-    print(text)
+    print(record_entry(RESULTS, args.name, entry, markdown))
     return 0
 
 

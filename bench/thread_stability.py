@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.results_file import record_entry
 from fmn_core.retrieval.descriptors import DescriptorTable
 from fmn_core.retrieval.results import ROW_NAMES, evaluate_descriptors
 from fmn_core.utils.machine import cpu_model
@@ -97,19 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.cpu_count() is not None and os.cpu_count() < max(THREADS):
         parser.error(f"this machine has {os.cpu_count()} core(s); the comparison needs {max(THREADS)}")
     runs = {str(threads): train(threads, args, passthrough) for threads in THREADS}
-    entries = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    entries[args.name] = {"arguments": passthrough, "seed": args.seed, "threads": runs,
-                          "difference": {row: {m: round(runs["2"]["scores"][row][m] - runs["1"]["scores"][row][m], 2)
-                                               for m in ("rank1", "mAP")} for row in ROWS},
-                          "changed_queries": changed_queries(args),
-                          "seed_spread": seed_spread(args.seed_study), "machine": f"{cpu_model()}, "
-                          f"{os.cpu_count()} cores", "command": " ".join(["python", "-m", "bench.thread_stability",
-                                                                          *(argv or sys.argv[1:])])}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(entries, indent=1))
-    text = markdown(entries)
-    RESULTS.with_suffix(".md").write_text(text)
-    print(text)
+    entry = {"arguments": passthrough, "seed": args.seed, "threads": runs,
+             "difference": {row: {m: round(runs["2"]["scores"][row][m] - runs["1"]["scores"][row][m], 2)
+                                  for m in ("rank1", "mAP")} for row in ROWS},
+             "changed_queries": changed_queries(args), "seed_spread": seed_spread(args.seed_study),
+             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+             "command": " ".join(["python", "-m", "bench.thread_stability", *(argv or sys.argv[1:])])}
+    print(record_entry(RESULTS, args.name, entry, markdown))
     return 0
 
 
